@@ -1,0 +1,127 @@
+"""udnc_format: the .udnc format (spec/udnc-v1.md) and its numpy reference encoder/decoder.
+
+The API mirrors ``safetensors.numpy``:
+
+>>> import numpy as np, udnc_format
+>>> weights = {"fc.weight": np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)}
+>>> data = udnc_format.save(weights, lattice="E8", sqnr=30)
+>>> udnc_format.load(data)["fc.weight"].dtype
+dtype('float32')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .constants import VERSION_MAJOR, VERSION_MINOR, Coder, Dtype, Lattice
+from .encoder import EncodeOptions, encode_tensors
+from .errors import (
+    BadMagicError,
+    ChecksumError,
+    CorruptStreamError,
+    DuplicateNameError,
+    FormatError,
+    InvalidInputError,
+    LayoutError,
+    LimitError,
+    TensorNotFoundError,
+    TruncatedError,
+    UDNCError,
+    UnsupportedFeatureError,
+    UnsupportedVersionError,
+    WriteError,
+)
+from .reader import TensorInfo, UDNCFile
+from .writer import assemble_bytes, write_file
+
+__version__ = "0.1.0"
+FORMAT_VERSION = (VERSION_MAJOR, VERSION_MINOR)
+
+
+def save(tensors: Mapping[str, np.ndarray], **options: Any) -> bytes:
+    """Encode tensors to the bytes of a .udnc file; ``options`` are :class:`EncodeOptions`.
+
+    >>> data = save({"w": np.zeros((2, 2), np.float32)})
+    >>> data[:8]
+    b'\\x89UDNC\\r\\n\\x1a'
+    """
+    opts = EncodeOptions.from_kwargs(**options)
+    return assemble_bytes(encode_tensors(tensors, opts), opts.metadata)
+
+
+def save_file(
+    tensors: Mapping[str, np.ndarray], path: str | os.PathLike[str], **options: Any
+) -> None:
+    """Encode tensors to a .udnc file, atomically: on failure nothing is left at ``path``.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "model.udnc"
+    >>> save_file({"w": np.ones((8, 256), np.float32)}, path, sqnr=40)
+    >>> load_file(path)["w"].shape
+    (8, 256)
+    """
+    opts = EncodeOptions.from_kwargs(**options)
+    write_file(encode_tensors(tensors, opts), opts.metadata, path)
+
+
+def load(data: bytes) -> dict[str, np.ndarray]:
+    """Decode every tensor of a .udnc file held in memory.
+
+    >>> load(save({"b": np.arange(3, dtype=np.int64)}))["b"].tolist()
+    [0, 1, 2]
+    """
+    with UDNCFile(data) as handle:
+        return {name: handle.get_tensor(name) for name in handle.keys()}
+
+
+def load_file(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Decode every tensor of a .udnc file."""
+    with UDNCFile(path) as handle:
+        return {name: handle.get_tensor(name) for name in handle.keys()}
+
+
+def open(path: str | os.PathLike[str]) -> UDNCFile:  # noqa: A001 - mirrors safetensors.safe_open
+    """Open a file lazily: only the header is read until a tensor is asked for.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.udnc"
+    >>> save_file({"w": np.ones((8, 256), np.float32)}, path, metadata={"k": "v"})
+    >>> with open(path) as f:
+    ...     f.keys(), f.metadata(), f.info("w").lattice
+    (['w'], {'k': 'v'}, 'Z1')
+    """
+    return UDNCFile(path)
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "BadMagicError",
+    "ChecksumError",
+    "Coder",
+    "CorruptStreamError",
+    "Dtype",
+    "DuplicateNameError",
+    "EncodeOptions",
+    "FormatError",
+    "InvalidInputError",
+    "Lattice",
+    "LayoutError",
+    "LimitError",
+    "TensorInfo",
+    "TensorNotFoundError",
+    "TruncatedError",
+    "UDNCError",
+    "UDNCFile",
+    "UnsupportedFeatureError",
+    "UnsupportedVersionError",
+    "WriteError",
+    "load",
+    "load_file",
+    "open",
+    "save",
+    "save_file",
+]

@@ -1,0 +1,111 @@
+"""Every magic number and enumeration of the .udnc v1 format, defined once (spec/udnc-v1.md).
+
+The enumerations' integer values are what the file stores; their names are what the API and the
+CLI accept. Adding a member is a format change: spec, version and conformance vectors move
+together.
+"""
+
+from __future__ import annotations
+
+import enum
+
+# spec §2: the 16-byte preamble.
+MAGIC = b"\x89UDNC\r\n\x1a"
+VERSION_MAJOR = 1
+VERSION_MINOR = 0
+PREAMBLE_SIZE = 16
+HEADER_CRC_SIZE = 4
+
+# spec §9: limits every reader enforces before it allocates anything.
+MAX_HEADER_LENGTH = 1 << 28  # 256 MiB of header body
+MAX_NAME_BYTES = 0xFFFF
+MAX_NDIM = 32
+MAX_ELEMENTS = 1 << 48
+MAX_CHUNK_RAW = 1 << 31  # decoded bytes of one chunk
+MAX_CODEBOOK_SIZE = 1 << 24  # codewords in one codebook
+MAX_ABS_COORDINATE = 1 << 26  # |lattice coordinate|: keeps p - u exact in binary64 (spec §6.4)
+ESCAPE_BYTE = 0xFF  # spec §6.2: a symbol byte of 255 defers to the escape area
+
+# Encoder defaults (the encoder is free; these are the reference encoder's choices).
+DEFAULT_CHUNK_WEIGHTS = 1 << 20
+DEFAULT_PASSTHROUGH_CHUNK_BYTES = 1 << 22
+DEFAULT_MIN_QUANTIZED_ELEMENTS = 1024
+DEFAULT_SQNR_DB = 30.0
+
+
+class Dtype(enum.IntEnum):
+    """Source dtypes (spec §4.2), named as safetensors names them."""
+
+    BOOL = 1
+    U8 = 2
+    I8 = 3
+    U16 = 4
+    I16 = 5
+    U32 = 6
+    I32 = 7
+    U64 = 8
+    I64 = 9
+    F16 = 10
+    BF16 = 11
+    F32 = 12
+    F64 = 13
+    F8_E4M3 = 14
+    F8_E5M2 = 15
+    F8_E8M0 = 16
+
+
+class Encoding(enum.IntEnum):
+    """How a tensor's values are stored (spec §4.3)."""
+
+    PASSTHROUGH = 0
+    LATTICE = 1
+
+
+class Lattice(enum.IntEnum):
+    """Lattice identifiers (spec §6.1). Z1..Z8 are the cubic lattices Z^n."""
+
+    Z1 = 1
+    Z2 = 2
+    Z3 = 3
+    Z4 = 4
+    Z5 = 5
+    Z6 = 6
+    Z7 = 7
+    Z8 = 8
+    A2 = 16
+    D4 = 17
+    E8 = 18
+
+
+class Coder(enum.IntEnum):
+    """Universal lossless coders of stored chunks (spec §7)."""
+
+    RAW = 0
+    ZSTD = 1
+    LZMA = 2
+    BZ2 = 3
+    DEFLATE = 4
+
+
+class Prng(enum.IntEnum):
+    """Dither generators (spec §5). NONE means plain (undithered) lattice quantization."""
+
+    NONE = 0
+    PHILOX4X32_10 = 1
+
+
+class Serialization(enum.IntEnum):
+    """How integer symbols become the bytes a coder sees (spec §6.2)."""
+
+    U8_ESCAPE = 1
+
+
+class SectionFlag(enum.IntFlag):
+    """Flags of an extension section (spec §3.4)."""
+
+    CRITICAL = 1
+
+
+def enum_by_name(kind: type[enum.IntEnum], name: str) -> enum.IntEnum:
+    """Look up an enumeration member by its case-insensitive name (``"e8"`` -> ``Lattice.E8``)."""
+    return kind[name.upper()]

@@ -1,0 +1,98 @@
+"""The normative decoder of one tensor (spec §6, §8), given a way to fetch its checked,
+decompressed chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .constants import MAX_ABS_COORDINATE
+from .dtypes import NUMPY_DTYPES, round_to_dtype
+from .errors import LayoutError
+from .header import LatticeParams, StreamRef, TensorEntry, chunk_count, vector_count
+from .lattices import get_lattice
+from .philox import dither_centered
+from .symbols import deserialize, unpack_bits, unzigzag
+
+# fetch(stream, chunk index) -> the chunk's decoded bytes, checksum and size already checked.
+Fetch = Callable[[StreamRef, int], bytes]
+
+# Zigzag values of symbols with |s| <= MAX_ABS_COORDINATE (spec §6.2).
+_SYMBOL_LIMIT = 2 * MAX_ABS_COORDINATE + 1
+
+
+def read_stream(stream: StreamRef, fetch: Fetch) -> bytearray:
+    """A stream's chunks decoded and concatenated."""
+    out = bytearray()
+    for index in range(len(stream.chunks)):
+        out += fetch(stream, index)
+    return out
+
+
+def decode_tensor(entry: TensorEntry, fetch: Fetch) -> np.ndarray:
+    """Decode one tensor to its source dtype and shape."""
+    dtype = NUMPY_DTYPES[entry.dtype]
+    if entry.passthrough is not None:
+        data = read_stream(entry.passthrough, fetch)
+        return np.frombuffer(data, dtype=dtype).reshape(entry.shape)
+    assert entry.quantized is not None
+    q = entry.quantized
+    mask = None
+    kept = entry.elements
+    if q.mask is not None:
+        mask = unpack_bits(read_stream(q.mask, fetch), 0, entry.elements).astype(bool)
+        kept = int(np.count_nonzero(mask))
+    vectors = vector_count(kept, q.dim)
+    expected = chunk_count(vectors, q.chunk_vectors)
+    if len(q.symbols.chunks) != expected:
+        raise LayoutError(
+            f"{len(q.symbols.chunks)} symbol chunks, but {kept} kept weights in vectors of "
+            f"{q.dim}, {q.chunk_vectors} per chunk, need {expected}"
+        )
+    codebook = None
+    if q.codebook is not None:
+        raw = read_stream(q.codebook, fetch)
+        codebook = (
+            np.frombuffer(raw, dtype="<f4").reshape(q.codebook_size, q.dim).astype(np.float64)
+        )
+    values = np.empty(kept, dtype=dtype)
+    width = q.chunk_vectors * q.dim
+    for index in range(expected):
+        first = index * q.chunk_vectors
+        count = min(q.chunk_vectors, vectors - first)
+        block = decode_chunk(q, fetch(q.symbols, index), first, count, codebook)
+        start = index * width
+        stop = min(start + count * q.dim, kept)
+        values[start:stop] = round_to_dtype(
+            block.reshape(-1)[: stop - start] * q.scale, entry.dtype
+        )
+    if mask is None:
+        return values.reshape(entry.shape)
+    full = np.zeros(entry.elements, dtype=dtype)  # pruned weights decode to exactly zero
+    full[mask] = values
+    return full.reshape(entry.shape)
+
+
+def decode_chunk(
+    q: LatticeParams, raw: bytes, first: int, count: int, codebook: np.ndarray | None
+) -> np.ndarray:
+    """spec §6.4: the binary64 values x (count, n) of vectors ``first .. first+count-1``,
+    before scaling."""
+    codec, n = get_lattice(q.lattice), q.dim
+    centred = (
+        dither_centered(q.seed, q.dither_stream, first * n, count * n).reshape(count, n)
+        if q.prng
+        else None
+    )
+    if codebook is not None:
+        indices = deserialize(raw, 0, count, q.codebook_size).astype(np.intp)
+        chosen = codebook[indices]
+        return chosen if centred is None else chosen - codec.offsets(centred)
+    cosets = None
+    start = 0
+    if codec.has_coset_bit:
+        cosets = unpack_bits(raw, 0, count)
+        start = (count + 7) // 8
+    symbols = unzigzag(deserialize(raw, start, count * n, _SYMBOL_LIMIT)).reshape(count, n)
+    return codec.reconstruct(cosets, symbols, centred)

@@ -1,0 +1,62 @@
+"""Source dtypes (spec §4.2): their numpy form, size, and the final rounding of quantized values
+(spec §6.5)."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+from .constants import Dtype
+from .errors import InvalidInputError
+
+NUMPY_DTYPES: dict[Dtype, np.dtype] = {
+    Dtype.BOOL: np.dtype(np.bool_),
+    Dtype.U8: np.dtype("<u1"),
+    Dtype.I8: np.dtype("<i1"),
+    Dtype.U16: np.dtype("<u2"),
+    Dtype.I16: np.dtype("<i2"),
+    Dtype.U32: np.dtype("<u4"),
+    Dtype.I32: np.dtype("<i4"),
+    Dtype.U64: np.dtype("<u8"),
+    Dtype.I64: np.dtype("<i8"),
+    Dtype.F16: np.dtype("<f2"),
+    Dtype.BF16: np.dtype(ml_dtypes.bfloat16),
+    Dtype.F32: np.dtype("<f4"),
+    Dtype.F64: np.dtype("<f8"),
+    Dtype.F8_E4M3: np.dtype(ml_dtypes.float8_e4m3fn),
+    Dtype.F8_E5M2: np.dtype(ml_dtypes.float8_e5m2),
+    Dtype.F8_E8M0: np.dtype(ml_dtypes.float8_e8m0fnu),
+}
+_BY_NUMPY = {dtype: key for key, dtype in NUMPY_DTYPES.items()}
+
+# Dtypes whose tensors may be lattice-quantized; the others always pass through.
+QUANTIZABLE = frozenset({Dtype.F16, Dtype.BF16, Dtype.F32, Dtype.F64})
+
+
+def dtype_of(array: np.ndarray, name: str) -> Dtype:
+    """The format dtype of a numpy array, or InvalidInputError naming the tensor."""
+    key = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
+    try:
+        return _BY_NUMPY[key]
+    except KeyError:
+        raise InvalidInputError(
+            f"tensor {name!r}: dtype {array.dtype} has no .udnc equivalent"
+        ) from None
+
+
+def itemsize(dtype: Dtype) -> int:
+    """Bytes per element."""
+    return NUMPY_DTYPES[dtype].itemsize
+
+
+def round_to_dtype(values: np.ndarray, dtype: Dtype) -> np.ndarray:
+    """spec §6.5: binary64 -> binary32 (round to nearest even), then to a narrower float."""
+    if dtype is Dtype.F64:
+        return values.astype(np.float64)
+    single = values.astype(np.float32)
+    return single if dtype is Dtype.F32 else single.astype(NUMPY_DTYPES[dtype])
+
+
+def to_little_endian_bytes(array: np.ndarray, dtype: Dtype) -> bytes:
+    """The tensor's elements in C order, little-endian."""
+    return np.ascontiguousarray(array, dtype=NUMPY_DTYPES[dtype]).tobytes()

@@ -1,0 +1,308 @@
+"""The reference encoder: options, the choice of what to quantize, and tensors to coded chunks.
+
+The encoder is free (spec §8): any step, lattice, dither seed, chunking, codebook or coder the
+decoder can represent. This module makes the reference encoder's choices.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from . import coders
+from .constants import (
+    DEFAULT_CHUNK_WEIGHTS,
+    DEFAULT_MIN_QUANTIZED_ELEMENTS,
+    DEFAULT_PASSTHROUGH_CHUNK_BYTES,
+    DEFAULT_SQNR_DB,
+    MAX_NAME_BYTES,
+    MAX_NDIM,
+    Coder,
+    Dtype,
+    Lattice,
+    Serialization,
+)
+from .dtypes import QUANTIZABLE, dtype_of, to_little_endian_bytes
+from .errors import DuplicateNameError, InvalidInputError
+from .header import ChunkRef, LatticeParams, StreamRef, TensorEntry
+from .lattices import get_lattice
+from .quantizer import (
+    QuantizedTensor,
+    prune_mask,
+    quantize,
+    step_for_sqnr,
+    with_centroid_codebook,
+)
+from .symbols import pack_bits, serialize, zigzag
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """What the encoder is asked to do; ``save(tensors, **options)`` takes these as keywords.
+
+    lattice      "Z1".."Z8", "A2", "D4" or "E8"
+    step         Δ, the lattice scaled so that its cell volume is Δ^n: one number for every
+                 quantized tensor, or a mapping from tensor name to Δ (others use ``sqnr``)
+    sqnr         target signal-to-quantization-noise ratio in dB per tensor (default 30)
+    dither       subtractive dither on (default) or plain lattice quantization
+    seed         64-bit dither seed
+    coder        "zstd" (default), "lzma", "bz2", "deflate" or "raw"; ``level`` its level
+    prune        fraction of each quantized tensor's smallest weights pruned to exactly zero
+    codebook     store each tensor's distinct lattice points as fitted shared vectors
+    keep         glob patterns of tensor names stored losslessly
+    metadata     string to string user metadata
+    chunk_weights  weights per symbol chunk (random access and parallel decoding granularity)
+    min_elements, min_ndim  smaller tensors stay lossless
+    """
+
+    lattice: Lattice = Lattice.Z1
+    step: float | Mapping[str, float] | None = None
+    sqnr: float | None = None
+    dither: bool = True
+    seed: int = 0
+    coder: Coder = Coder.ZSTD
+    level: int | None = None
+    prune: float = 0.0
+    codebook: bool = False
+    keep: tuple[str, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    chunk_weights: int = DEFAULT_CHUNK_WEIGHTS
+    min_elements: int = DEFAULT_MIN_QUANTIZED_ELEMENTS
+    min_ndim: int = 2
+
+    @classmethod
+    def from_kwargs(cls, **options: Any) -> EncodeOptions:
+        """Validate keyword options, accepting names for the enumerations.
+
+        >>> EncodeOptions.from_kwargs(lattice="e8", coder="lzma").lattice
+        <Lattice.E8: 18>
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise InvalidInputError(
+                f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        values = dict(options)
+        for key, kind in (("lattice", Lattice), ("coder", Coder)):
+            if isinstance(values.get(key), str):
+                try:
+                    values[key] = kind[values[key].upper()]
+                except KeyError:
+                    choices = ", ".join(m.name for m in kind)
+                    raise InvalidInputError(
+                        f"unknown {key} {values[key]!r}; choose from {choices}"
+                    ) from None
+        if isinstance(values.get("keep"), str):
+            values["keep"] = (values["keep"],)
+        if "keep" in values:
+            values["keep"] = tuple(values["keep"])
+        if "metadata" in values:
+            values["metadata"] = MappingProxyType(dict(values["metadata"] or {}))
+        result = cls(**values)
+        result._check()
+        return result
+
+    def _check(self) -> None:
+        if not 0.0 <= self.prune < 1.0:
+            raise InvalidInputError(f"prune must be in [0, 1), got {self.prune!r}")
+        if not 0 <= self.seed < 1 << 64:
+            raise InvalidInputError(f"seed must be in [0, 2^64), got {self.seed!r}")
+        if self.chunk_weights < 1:
+            raise InvalidInputError(f"chunk_weights must be positive, got {self.chunk_weights!r}")
+        if self.sqnr is not None and not math.isfinite(self.sqnr):
+            raise InvalidInputError(f"sqnr must be a finite number of dB, got {self.sqnr!r}")
+        for key, value in self.metadata.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise InvalidInputError(f"metadata must map str to str, got {key!r}: {value!r}")
+        if self.level is not None:
+            low, high = coders.LEVEL_RANGES[self.coder]
+            if not low <= self.level <= high:
+                raise InvalidInputError(
+                    f"level {self.level} is outside {low}..{high} for coder {self.coder.name.lower()}"
+                )
+
+    def quantizes(self, name: str, array: np.ndarray, dtype: Dtype) -> bool:
+        """Whether the reference encoder lattice-codes this tensor."""
+        return (
+            dtype in QUANTIZABLE
+            and array.ndim >= self.min_ndim
+            and array.size >= self.min_elements
+            and not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.keep)
+        )
+
+    def step_for(self, name: str) -> float | None:
+        if isinstance(self.step, Mapping):
+            return self.step.get(name)
+        return self.step
+
+
+@dataclass(frozen=True)
+class EncodedTensor:
+    """A table entry whose chunk offsets are still unset, and its chunks' stored bytes in the
+    order of ``entry.streams()``."""
+
+    entry: TensorEntry
+    payloads: tuple[bytes, ...]
+
+
+class _StreamBuilder:
+    """Compresses chunks and records their references."""
+
+    def __init__(self, coder: Coder, level: int | None) -> None:
+        self.coder, self.level = coder, level
+        self.payloads: list[bytes] = []
+
+    def stream(self, raw_chunks: Iterator[bytes]) -> StreamRef:
+        refs = []
+        for raw in raw_chunks:
+            stored = coders.compress(self.coder, raw, self.level)
+            refs.append(ChunkRef(0, len(stored), len(raw), zlib.crc32(stored)))
+            self.payloads.append(stored)
+        return StreamRef(self.coder, tuple(refs))
+
+    def byte_stream(
+        self, data: bytes, chunk_bytes: int = DEFAULT_PASSTHROUGH_CHUNK_BYTES
+    ) -> StreamRef:
+        view = memoryview(data)
+        return self.stream(
+            bytes(view[i : i + chunk_bytes]) for i in range(0, len(data), chunk_bytes)
+        )
+
+
+def check_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError(f"tensor names must be non-empty strings, got {name!r}")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise InvalidInputError(
+            f"tensor name {name[:40]!r}... exceeds {MAX_NAME_BYTES} UTF-8 bytes"
+        )
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"tensor name {name!r} is not valid Unicode") from None
+    return name
+
+
+def encode_tensors(
+    tensors: Mapping[str, np.ndarray] | Sequence[tuple[str, np.ndarray]], options: EncodeOptions
+) -> Iterator[EncodedTensor]:
+    """Encode tensors one at a time (the caller may write each before the next is encoded)."""
+    items = tensors.items() if isinstance(tensors, Mapping) else tensors
+    seen: set[str] = set()
+    for index, (name, array) in enumerate(items):
+        if check_name(name) in seen:
+            raise DuplicateNameError(f"tensor {name!r} is given twice")
+        seen.add(name)
+        yield encode_tensor(name, array, index, options)
+
+
+def encode_tensor(name: str, array: Any, index: int, options: EncodeOptions) -> EncodedTensor:
+    """Encode one tensor; ``index`` is its dither stream (spec §5.2)."""
+    if isinstance(array, np.generic):  # a numpy scalar is a 0-d tensor
+        array = np.asarray(array)
+    if not isinstance(array, np.ndarray):
+        raise InvalidInputError(
+            f"tensor {name!r}: expected a numpy array, got {type(array).__name__}"
+        )
+    if array.ndim > MAX_NDIM:
+        raise InvalidInputError(f"tensor {name!r}: {array.ndim} dimensions exceed {MAX_NDIM}")
+    dtype = dtype_of(array, name)
+    builder = _StreamBuilder(options.coder, options.level)
+    shape = tuple(int(d) for d in array.shape)
+    if options.quantizes(name, array, dtype):
+        values = np.asarray(array, dtype=np.float64).reshape(-1)
+        if not np.isfinite(values).all():
+            raise InvalidInputError(
+                f"tensor {name!r} holds NaN or infinity and cannot be quantized; keep it lossless "
+                f"(keep=[{name!r}])"
+            )
+        if np.any(values):  # an all-zero tensor is cheaper and exact as passthrough
+            q = _quantize(name, values, dtype, shape, index, options)
+            return EncodedTensor(_lattice_entry(name, q, builder, options), tuple(builder.payloads))
+    data = to_little_endian_bytes(array, dtype)
+    entry = TensorEntry(name, dtype, shape, passthrough=builder.byte_stream(data))
+    return EncodedTensor(entry, tuple(builder.payloads))
+
+
+def _quantize(
+    name: str,
+    values: np.ndarray,
+    dtype: Dtype,
+    shape: tuple[int, ...],
+    index: int,
+    options: EncodeOptions,
+) -> QuantizedTensor:
+    mask = prune_mask(values, options.prune)
+    kept = values if mask is None else values[mask]
+    step = options.step_for(name)
+    if step is None:
+        pruned_error = 0.0 if mask is None else float(np.sum(values[~mask] ** 2))
+        step = step_for_sqnr(
+            kept,
+            float(np.sum(values**2)),
+            DEFAULT_SQNR_DB if options.sqnr is None else options.sqnr,
+            get_lattice(options.lattice),
+            pruned_error,
+            name,
+        )
+    q = quantize(
+        kept,
+        dtype=dtype,
+        shape=shape,
+        lattice=options.lattice,
+        step=float(step),
+        dither=options.dither,
+        seed=options.seed,
+        dither_stream=index,
+        mask=mask,
+        name=name,
+    )
+    return with_centroid_codebook(q, kept, name) if options.codebook else q
+
+
+def chunk_vectors_for(options: EncodeOptions, lattice: Lattice) -> int:
+    return max(1, options.chunk_weights // get_lattice(lattice).dim)
+
+
+def _symbol_chunks(q: QuantizedTensor, chunk_vectors: int) -> Iterator[bytes]:
+    """spec §6.2: each chunk is [coset bitmap] [symbol bytes] [escape area]."""
+    for first in range(0, q.vectors, chunk_vectors):
+        last = min(first + chunk_vectors, q.vectors)
+        if q.indices is not None:
+            yield serialize(q.indices[first:last].astype(np.uint64))
+            continue
+        assert q.symbols is not None
+        bitmap = pack_bits(q.cosets[first:last]) if q.cosets is not None else b""
+        yield bitmap + serialize(zigzag(q.symbols[first:last]))
+
+
+def _lattice_entry(
+    name: str, q: QuantizedTensor, builder: _StreamBuilder, options: EncodeOptions
+) -> TensorEntry:
+    chunk_vectors = chunk_vectors_for(options, q.lattice)
+    mask = builder.byte_stream(pack_bits(q.mask)) if q.mask is not None else None
+    codebook = (
+        builder.byte_stream(q.codebook.astype("<f4").tobytes()) if q.codebook is not None else None
+    )
+    params = LatticeParams(
+        lattice=q.lattice,
+        prng=q.prng,
+        serialization=Serialization.U8_ESCAPE,
+        scale=q.scale,
+        seed=q.seed,
+        dither_stream=q.dither_stream,
+        chunk_vectors=chunk_vectors,
+        codebook_size=0 if q.codebook is None else len(q.codebook),
+        mask=mask,
+        codebook=codebook,
+        symbols=builder.stream(_symbol_chunks(q, chunk_vectors)),
+    )
+    return TensorEntry(name, q.dtype, q.shape, quantized=params)

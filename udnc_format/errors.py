@@ -1,0 +1,112 @@
+"""The error hierarchy: every failure the library reports on bad input is a ``UDNCError``.
+
+Each class carries a stable ``kind`` string: conformance vectors name the error a decoder must
+report by this kind (spec §10), so it never changes once released.
+"""
+
+from __future__ import annotations
+
+
+class UDNCError(Exception):
+    """Root of every error udnc raises on bad input, bad options or a failed write."""
+
+    kind = "error"
+
+
+class FormatError(UDNCError):
+    """The bytes are not a well-formed .udnc file."""
+
+    kind = "format"
+
+
+class BadMagicError(FormatError):
+    """The file does not start with the .udnc magic."""
+
+    kind = "bad-magic"
+
+
+class TruncatedError(FormatError):
+    """The file ends before a structure it declares."""
+
+    kind = "truncated"
+
+
+class UnsupportedVersionError(FormatError):
+    """The file's major version is one this decoder does not implement."""
+
+    kind = "unsupported-version"
+
+
+class UnsupportedFeatureError(FormatError):
+    """The file uses a critical feature (section, lattice, coder, dtype, ...) unknown here."""
+
+    kind = "unsupported-feature"
+
+
+class ChecksumError(FormatError):
+    """A stored CRC-32 does not match the bytes it covers."""
+
+    kind = "checksum"
+
+
+class LayoutError(FormatError):
+    """Offsets, lengths, counts or shapes disagree with each other or with the file."""
+
+    kind = "layout"
+
+
+class LimitError(FormatError):
+    """A declared size exceeds the limits of spec §9."""
+
+    kind = "limit"
+
+
+class CorruptStreamError(FormatError):
+    """A chunk does not decode to what the header declares."""
+
+    kind = "corrupt-stream"
+
+
+class DuplicateNameError(UDNCError):
+    """Two tensors (or two metadata keys) share a name."""
+
+    kind = "duplicate-name"
+
+
+class InvalidInputError(UDNCError):
+    """Tensors or options given to the encoder cannot be encoded as asked."""
+
+    kind = "invalid-input"
+
+
+class TensorNotFoundError(UDNCError, KeyError):
+    """A tensor name that the file does not hold."""
+
+    kind = "not-found"
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class WriteError(UDNCError):
+    """The output could not be written; nothing was left behind."""
+
+    kind = "write"
+
+
+ALL_ERRORS: tuple[type[UDNCError], ...] = (
+    UDNCError,
+    FormatError,
+    BadMagicError,
+    TruncatedError,
+    UnsupportedVersionError,
+    UnsupportedFeatureError,
+    ChecksumError,
+    LayoutError,
+    LimitError,
+    CorruptStreamError,
+    DuplicateNameError,
+    InvalidInputError,
+    TensorNotFoundError,
+    WriteError,
+)

@@ -1,0 +1,445 @@
+"""The header as frozen dataclasses, converted from and to the construct layout, and every check
+that the header alone allows (spec §3, §4, §9) done before any stream is read."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import construct
+
+from . import layout
+from .constants import (
+    HEADER_CRC_SIZE,
+    MAGIC,
+    MAX_CHUNK_RAW,
+    MAX_CODEBOOK_SIZE,
+    MAX_ELEMENTS,
+    MAX_HEADER_LENGTH,
+    MAX_NDIM,
+    PREAMBLE_SIZE,
+    VERSION_MAJOR,
+    VERSION_MINOR,
+    Coder,
+    Dtype,
+    Encoding,
+    Lattice,
+    Prng,
+    SectionFlag,
+    Serialization,
+)
+from .dtypes import QUANTIZABLE, itemsize
+from .errors import (
+    BadMagicError,
+    ChecksumError,
+    DuplicateNameError,
+    LayoutError,
+    LimitError,
+    TruncatedError,
+    UnsupportedFeatureError,
+    UnsupportedVersionError,
+)
+from .lattices import get_lattice
+
+CODEWORD_ITEMSIZE = 4  # spec §6.6: codewords are float32
+
+
+@dataclass(frozen=True)
+class ChunkRef:
+    """Where one chunk is stored and what it decodes to (spec §4.5)."""
+
+    offset: int
+    stored_length: int
+    raw_length: int
+    crc32: int
+
+
+@dataclass(frozen=True)
+class StreamRef:
+    """A stream: its coder and its chunks, in order."""
+
+    coder: Coder
+    chunks: tuple[ChunkRef, ...]
+
+    @property
+    def raw_length(self) -> int:
+        return sum(chunk.raw_length for chunk in self.chunks)
+
+    @property
+    def stored_length(self) -> int:
+        return sum(chunk.stored_length for chunk in self.chunks)
+
+
+@dataclass(frozen=True)
+class LatticeParams:
+    """How a quantized tensor is coded (spec §4.4)."""
+
+    lattice: Lattice
+    prng: Prng
+    serialization: Serialization
+    scale: float
+    seed: int
+    dither_stream: int
+    chunk_vectors: int
+    codebook_size: int
+    mask: StreamRef | None
+    codebook: StreamRef | None
+    symbols: StreamRef
+
+    @property
+    def dim(self) -> int:
+        return get_lattice(self.lattice).dim
+
+    @property
+    def step(self) -> float:
+        """Δ: the cell volume of the scaled lattice is Δ^n (spec §6.1)."""
+        return get_lattice(self.lattice).step_for_scale(self.scale)
+
+    def streams(self) -> tuple[StreamRef, ...]:
+        return tuple(s for s in (self.mask, self.codebook, self.symbols) if s is not None)
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One row of the tensor table (spec §4.1): exactly one of ``passthrough``/``quantized``."""
+
+    name: str
+    dtype: Dtype
+    shape: tuple[int, ...]
+    passthrough: StreamRef | None = None
+    quantized: LatticeParams | None = None
+
+    @property
+    def elements(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def source_bytes(self) -> int:
+        return self.elements * itemsize(self.dtype)
+
+    def streams(self) -> tuple[StreamRef, ...]:
+        if self.quantized is not None:
+            return self.quantized.streams()
+        assert self.passthrough is not None
+        return (self.passthrough,)
+
+
+@dataclass(frozen=True)
+class Section:
+    """An extension section (spec §3.4)."""
+
+    tag: bytes
+    critical: bool
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything before the data: version, metadata, tensor table, sections."""
+
+    tensors: tuple[TensorEntry, ...]
+    metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    sections: tuple[Section, ...] = ()
+    major: int = VERSION_MAJOR
+    minor: int = VERSION_MINOR
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def _stream_container(stream: StreamRef) -> dict[str, Any]:
+    return {
+        "coder": int(stream.coder),
+        "chunks": [
+            {
+                "offset": c.offset,
+                "stored_length": c.stored_length,
+                "raw_length": c.raw_length,
+                "crc32": c.crc32,
+            }
+            for c in stream.chunks
+        ],
+    }
+
+
+def _tensor_container(entry: TensorEntry) -> dict[str, Any]:
+    body: Any
+    if entry.quantized is None:
+        assert entry.passthrough is not None
+        encoding, body = Encoding.PASSTHROUGH, _stream_container(entry.passthrough)
+    else:
+        q = entry.quantized
+        flags = (layout.LATTICE_FLAG_MASK if q.mask else 0) | (
+            layout.LATTICE_FLAG_CODEBOOK if q.codebook else 0
+        )
+        encoding, body = (
+            Encoding.LATTICE,
+            {
+                "lattice": int(q.lattice),
+                "prng": int(q.prng),
+                "serialization": int(q.serialization),
+                "flags": flags,
+                "scale": q.scale,
+                "seed": q.seed,
+                "dither_stream": q.dither_stream,
+                "chunk_vectors": q.chunk_vectors,
+                "codebook_size": q.codebook_size,
+                "mask": _stream_container(q.mask) if q.mask else None,
+                "codebook": _stream_container(q.codebook) if q.codebook else None,
+                "symbols": _stream_container(q.symbols),
+            },
+        )
+    return {
+        "name": entry.name,
+        "dtype": int(entry.dtype),
+        "encoding": int(encoding),
+        "ndim": len(entry.shape),
+        "shape": list(entry.shape),
+        "body": body,
+    }
+
+
+def build_header(header: Header) -> bytes:
+    """Preamble, header body and header CRC (spec §2, §3): everything before the data."""
+    body = layout.HeaderBody.build(
+        {
+            "metadata": [{"key": k, "value": v} for k, v in header.metadata.items()],
+            "tensors": [_tensor_container(t) for t in header.tensors],
+            "sections": [
+                {
+                    "tag": s.tag,
+                    "flags": SectionFlag.CRITICAL if s.critical else 0,
+                    "payload": s.payload,
+                }
+                for s in header.sections
+            ],
+        }
+    )
+    if len(body) > MAX_HEADER_LENGTH:
+        raise LimitError(f"header body of {len(body)} bytes exceeds {MAX_HEADER_LENGTH}")
+    preamble = layout.Preamble.build(
+        {"major": header.major, "minor": header.minor, "header_length": len(body)}
+    )
+    head = preamble + body
+    return head + zlib.crc32(head).to_bytes(HEADER_CRC_SIZE, "little")
+
+
+def header_size(header: Header) -> int:
+    """Bytes before the data; independent of the offsets' values (fixed-width fields)."""
+    return len(build_header(header))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_header(read: Callable[[int, int], bytes], file_size: int) -> tuple[Header, int]:
+    """Read and check the header; return it and the offset where the data begins.
+
+    ``read(offset, length)`` returns the file's bytes there (shorter at the end of the file).
+    """
+    preamble = read(0, PREAMBLE_SIZE)
+    if preamble[: len(MAGIC)] != MAGIC[: len(preamble)] or len(preamble) < len(MAGIC):
+        raise BadMagicError("not a .udnc file: the first 8 bytes are not the .udnc magic")
+    if len(preamble) < PREAMBLE_SIZE:
+        raise TruncatedError(f"file of {file_size} bytes ends inside the 16-byte preamble")
+    fields = layout.Preamble.parse(preamble)
+    if fields.major != VERSION_MAJOR:
+        raise UnsupportedVersionError(
+            f"format version {fields.major}.{fields.minor}; this decoder reads major version "
+            f"{VERSION_MAJOR}"
+        )
+    length = fields.header_length
+    if length > MAX_HEADER_LENGTH:
+        raise LimitError(f"header length {length} exceeds the limit {MAX_HEADER_LENGTH}")
+    data_start = PREAMBLE_SIZE + length + HEADER_CRC_SIZE
+    if data_start > file_size:
+        raise TruncatedError(
+            f"header declares {length} bytes, but the file of {file_size} bytes ends at offset "
+            f"{file_size}, before the header CRC at offset {PREAMBLE_SIZE + length}"
+        )
+    rest = read(PREAMBLE_SIZE, length + HEADER_CRC_SIZE)
+    body, stored_crc = rest[:length], int.from_bytes(rest[length:], "little")
+    if zlib.crc32(body, zlib.crc32(preamble)) != stored_crc:
+        raise ChecksumError(f"header CRC-32 mismatch (stored at offset {PREAMBLE_SIZE + length})")
+    try:
+        parsed = layout.HeaderBody.parse(body)
+    except (construct.ConstructError, UnicodeDecodeError) as exc:
+        raise LayoutError(f"header body is malformed: {_construct_message(exc)}") from None
+    header = _convert(parsed, fields.major, fields.minor)
+    check_layout(header, data_start, file_size)
+    return header, data_start
+
+
+def _construct_message(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _enum(kind: type, value: int, what: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        raise UnsupportedFeatureError(f"{what}: unknown {kind.__name__.lower()} {value}") from None
+
+
+def _convert_stream(raw: Any, where: str) -> StreamRef:
+    chunks = tuple(ChunkRef(c.offset, c.stored_length, c.raw_length, c.crc32) for c in raw.chunks)
+    return StreamRef(_enum(Coder, raw.coder, where), chunks)
+
+
+def _convert_lattice(raw: Any, where: str) -> LatticeParams:
+    if raw.flags & ~layout.LATTICE_FLAGS_KNOWN:
+        raise UnsupportedFeatureError(f"{where}: unknown lattice flags 0x{raw.flags:02x}")
+    return LatticeParams(
+        lattice=_enum(Lattice, raw.lattice, where),
+        prng=_enum(Prng, raw.prng, where),
+        serialization=_enum(Serialization, raw.serialization, where),
+        scale=raw.scale,
+        seed=raw.seed,
+        dither_stream=raw.dither_stream,
+        chunk_vectors=raw.chunk_vectors,
+        codebook_size=raw.codebook_size,
+        mask=_convert_stream(raw.mask, f"{where} mask") if raw.mask is not None else None,
+        codebook=(
+            _convert_stream(raw.codebook, f"{where} codebook") if raw.codebook is not None else None
+        ),
+        symbols=_convert_stream(raw.symbols, f"{where} symbols"),
+    )
+
+
+def _convert(parsed: Any, major: int, minor: int) -> Header:
+    metadata: dict[str, str] = {}
+    for item in parsed.metadata:
+        if item.key in metadata:
+            raise DuplicateNameError(f"metadata key {item.key!r} appears twice")
+        metadata[item.key] = item.value
+    sections = []
+    for raw in parsed.sections:
+        section = Section(raw.tag, bool(raw.flags & SectionFlag.CRITICAL), raw.payload)
+        if section.critical:  # spec §3.4: v1 defines no section, so every critical one is unknown
+            raise UnsupportedFeatureError(f"unknown critical section {section.tag!r}")
+        sections.append(section)
+    tensors = []
+    names: set[str] = set()
+    for raw in parsed.tensors:
+        where = f"tensor {raw.name!r}"
+        if raw.name in names:
+            raise DuplicateNameError(f"{where} appears twice in the tensor table")
+        names.add(raw.name)
+        dtype = _enum(Dtype, raw.dtype, where)
+        encoding = _enum(Encoding, raw.encoding, where)
+        if raw.ndim > MAX_NDIM:
+            raise LimitError(f"{where}: {raw.ndim} dimensions exceed the limit {MAX_NDIM}")
+        shape = tuple(raw.shape)
+        if math.prod(shape) > MAX_ELEMENTS:
+            raise LimitError(f"{where}: shape {shape} exceeds {MAX_ELEMENTS} elements")
+        if encoding is Encoding.PASSTHROUGH:
+            entry = TensorEntry(
+                raw.name, dtype, shape, passthrough=_convert_stream(raw.body, where)
+            )
+        else:
+            entry = TensorEntry(raw.name, dtype, shape, quantized=_convert_lattice(raw.body, where))
+        tensors.append(entry)
+    return Header(tuple(tensors), MappingProxyType(metadata), tuple(sections), major, minor)
+
+
+def vector_count(elements: int, dim: int) -> int:
+    """Vectors needed for ``elements`` weights; the last one is padded (spec §6.1)."""
+    return -(-elements // dim)
+
+
+def chunk_count(vectors: int, chunk_vectors: int) -> int:
+    """Chunks of a symbol stream holding ``vectors`` vectors (spec §4.5)."""
+    return -(-vectors // chunk_vectors) if vectors else 0
+
+
+def check_layout(header: Header, data_start: int, file_size: int) -> None:
+    """spec §9: every declared size agrees with the others and every chunk lies in the data
+    region, without overlap."""
+    extents: list[tuple[int, int, str]] = []
+    for entry in header.tensors:
+        where = f"tensor {entry.name!r}"
+        for stream in entry.streams():
+            for index, chunk in enumerate(stream.chunks):
+                _check_chunk(chunk, stream.coder, f"{where} chunk {index}", data_start, file_size)
+                extents.append((chunk.offset, chunk.offset + chunk.stored_length, where))
+        if entry.passthrough is not None:
+            expected = entry.source_bytes
+            if entry.passthrough.raw_length != expected:
+                raise LayoutError(
+                    f"{where}: chunks decode to {entry.passthrough.raw_length} bytes, shape "
+                    f"{entry.shape} of {entry.dtype.name} needs {expected}"
+                )
+        else:
+            assert entry.quantized is not None
+            _check_quantized(entry, entry.quantized, where)
+    extents.sort()
+    for (start_a, end_a, name_a), (start_b, _, name_b) in zip(extents, extents[1:], strict=False):
+        if start_b < end_a:
+            raise LayoutError(
+                f"chunks of {name_a} and {name_b} overlap at offsets {start_a} and {start_b}"
+            )
+
+
+def _check_chunk(
+    chunk: ChunkRef, coder: Coder, where: str, data_start: int, file_size: int
+) -> None:
+    if chunk.raw_length > MAX_CHUNK_RAW:
+        raise LimitError(f"{where}: {chunk.raw_length} decoded bytes exceed {MAX_CHUNK_RAW}")
+    if coder is Coder.RAW and chunk.stored_length != chunk.raw_length:
+        raise LayoutError(
+            f"{where}: raw chunk stores {chunk.stored_length} bytes, declares {chunk.raw_length}"
+        )
+    if chunk.offset < data_start or chunk.offset + chunk.stored_length > file_size:
+        raise LayoutError(
+            f"{where}: bytes {chunk.offset}..{chunk.offset + chunk.stored_length} lie outside the "
+            f"data region {data_start}..{file_size}"
+        )
+
+
+def _check_quantized(entry: TensorEntry, q: LatticeParams, where: str) -> None:
+    if entry.dtype not in QUANTIZABLE:
+        raise LayoutError(f"{where}: dtype {entry.dtype.name} cannot be lattice-coded")
+    if not (math.isfinite(q.scale) and q.scale > 0):
+        raise LayoutError(f"{where}: scale {q.scale!r} is not a positive finite number")
+    if q.prng is Prng.NONE and (q.seed or q.dither_stream):
+        raise LayoutError(f"{where}: seed and dither stream must be 0 without dither")
+    if q.chunk_vectors == 0:
+        raise LayoutError(f"{where}: chunk_vectors is 0")
+    dim = q.dim
+    if q.codebook is None:
+        if q.codebook_size:
+            raise LayoutError(f"{where}: codebook size {q.codebook_size} without a codebook")
+    else:
+        if not 1 <= q.codebook_size <= MAX_CODEBOOK_SIZE:
+            raise LimitError(
+                f"{where}: codebook size {q.codebook_size} outside 1..{MAX_CODEBOOK_SIZE}"
+            )
+        expected = q.codebook_size * dim * CODEWORD_ITEMSIZE
+        if q.codebook.raw_length != expected:
+            raise LayoutError(
+                f"{where}: codebook decodes to {q.codebook.raw_length} bytes, "
+                f"{q.codebook_size} codewords of dimension {dim} need {expected}"
+            )
+    most_chunks = chunk_count(vector_count(entry.elements, dim), q.chunk_vectors)
+    if q.mask is not None:
+        expected = -(-entry.elements // 8)
+        if q.mask.raw_length != expected:
+            raise LayoutError(
+                f"{where}: mask decodes to {q.mask.raw_length} bytes, {entry.elements} elements "
+                f"need {expected}"
+            )
+        if len(q.symbols.chunks) > most_chunks:
+            raise LayoutError(
+                f"{where}: {len(q.symbols.chunks)} symbol chunks, at most {most_chunks}"
+            )
+    elif len(q.symbols.chunks) != most_chunks:
+        raise LayoutError(
+            f"{where}: {len(q.symbols.chunks)} symbol chunks, {entry.elements} elements in "
+            f"vectors of {dim}, {q.chunk_vectors} per chunk, need {most_chunks}"
+        )

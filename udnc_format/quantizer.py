@@ -1,0 +1,177 @@
+"""The encoder's quantizer: pruning, step choice, dithered lattice quantization and the centroid
+codebook. The encoder is free (spec §8); every choice here is one the decoder can represent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .constants import MAX_ABS_COORDINATE, MAX_CODEBOOK_SIZE, Dtype, Lattice, Prng
+from .errors import InvalidInputError
+from .header import vector_count
+from .lattices import LatticeCodec, get_lattice
+from .philox import dither_centered
+
+
+@dataclass(frozen=True)
+class QuantizedTensor:
+    """A tensor after quantization, before serialization.
+
+    Either ``symbols`` (V, n) int32 lattice symbols, with ``cosets`` (V,) for E8; or, in
+    codebook mode, ``indices`` (V,) into ``codebook`` (K, n) float32 in native lattice units.
+    ``mask`` (N,) bool marks the kept weights (None: all kept).
+    """
+
+    dtype: Dtype
+    shape: tuple[int, ...]
+    lattice: Lattice
+    scale: float
+    prng: Prng
+    seed: int
+    dither_stream: int
+    mask: np.ndarray | None
+    cosets: np.ndarray | None = None
+    symbols: np.ndarray | None = None
+    codebook: np.ndarray | None = None
+    indices: np.ndarray | None = None
+
+    @property
+    def codec(self) -> LatticeCodec:
+        return get_lattice(self.lattice)
+
+    @property
+    def kept(self) -> int:
+        return math.prod(self.shape) if self.mask is None else int(np.count_nonzero(self.mask))
+
+    @property
+    def vectors(self) -> int:
+        return vector_count(self.kept, self.codec.dim)
+
+
+def prune_mask(values: np.ndarray, fraction: float) -> np.ndarray | None:
+    """Magnitude pruning: mark all but the floor(fraction·N) smallest |w| as kept."""
+    pruned = math.floor(fraction * values.size)
+    if pruned <= 0:
+        return None
+    order = np.argpartition(np.abs(values), pruned - 1)
+    mask = np.ones(values.size, dtype=bool)
+    mask[order[:pruned]] = False
+    return mask
+
+
+def step_for_sqnr(
+    kept: np.ndarray,
+    total_power: float,
+    sqnr_db: float,
+    codec: LatticeCodec,
+    pruned_error: float,
+    name: str,
+) -> float:
+    """Δ such that the expected dithered error G·Δ² per kept weight, plus the pruned weights'
+    energy, meets the target SQNR over the whole tensor."""
+    budget = total_power * 10.0 ** (-sqnr_db / 10.0) - pruned_error
+    if budget <= 0 or kept.size == 0:
+        raise InvalidInputError(
+            f"tensor {name!r}: pruning alone leaves an SQNR below the {sqnr_db} dB asked for"
+        )
+    return math.sqrt(budget / (kept.size * codec.second_moment))
+
+
+def centred_dither(q: QuantizedTensor, first_vector: int, vectors: int) -> np.ndarray | None:
+    """Centred uniforms c for vectors ``first_vector ..`` (spec §5), or None without dither."""
+    if q.prng is Prng.NONE:
+        return None
+    n = q.codec.dim
+    return dither_centered(q.seed, q.dither_stream, first_vector * n, vectors * n).reshape(-1, n)
+
+
+def quantize(
+    values: np.ndarray,
+    *,
+    dtype: Dtype,
+    shape: tuple[int, ...],
+    lattice: Lattice,
+    step: float,
+    dither: bool,
+    seed: int,
+    dither_stream: int,
+    mask: np.ndarray | None,
+    name: str,
+    block_vectors: int = 1 << 18,
+) -> QuantizedTensor:
+    """Quantize the flattened kept weights ``values`` (float64) to the lattice of step Δ."""
+    codec = get_lattice(lattice)
+    scale = codec.scale_for_step(step)
+    if not (math.isfinite(scale) and scale > 0):
+        raise InvalidInputError(f"tensor {name!r}: step {step!r} is not a positive finite number")
+    q = QuantizedTensor(
+        dtype,
+        shape,
+        lattice,
+        scale,
+        Prng.PHILOX4X32_10 if dither else Prng.NONE,
+        seed if dither else 0,
+        dither_stream if dither else 0,
+        mask,
+    )
+    n, total = codec.dim, q.vectors
+    symbols = np.empty((total, n), dtype=np.int32)
+    cosets = np.empty(total, dtype=np.uint8) if codec.has_coset_bit else None
+    for first in range(0, total, block_vectors):
+        count = min(block_vectors, total - first)
+        block = np.zeros(count * n)
+        part = values[first * n : (first + count) * n]
+        block[: part.size] = part  # the last vector is padded with zeros (spec §6.1)
+        targets = block.reshape(count, n) / scale
+        centred = centred_dither(q, first, count)
+        if centred is not None:
+            targets += codec.offsets(centred)
+        block_cosets, block_symbols = codec.closest(targets)
+        if block_symbols.size and np.abs(block_symbols).max() > MAX_ABS_COORDINATE:
+            raise InvalidInputError(
+                f"tensor {name!r}: step {step:g} is too small for weights up to "
+                f"{np.abs(part).max():g} (lattice symbols beyond ±{MAX_ABS_COORDINATE})"
+            )
+        symbols[first : first + count] = block_symbols
+        if cosets is not None and block_cosets is not None:
+            cosets[first : first + count] = block_cosets
+    return replace(q, cosets=cosets, symbols=symbols)
+
+
+def with_centroid_codebook(q: QuantizedTensor, values: np.ndarray, name: str) -> QuantizedTensor:
+    """Replace each distinct lattice point by the mean of the targets w/scale + u mapped to it:
+    the MSE-optimal shared vector for the fixed dither, most frequent first (spec §6.6)."""
+    assert q.symbols is not None
+    codec, n = q.codec, q.codec.dim
+    points = codec.points(q.cosets, q.symbols.astype(np.int64))
+    unique, inverse, counts = np.unique(points, axis=0, return_inverse=True, return_counts=True)
+    if unique.shape[0] > MAX_CODEBOOK_SIZE:
+        raise InvalidInputError(
+            f"tensor {name!r}: {unique.shape[0]} distinct vectors exceed the codebook limit "
+            f"{MAX_CODEBOOK_SIZE}; use a larger step"
+        )
+    inverse = inverse.reshape(-1)
+    targets = np.zeros(q.vectors * n)
+    targets[: values.size] = values
+    targets = targets.reshape(-1, n) / q.scale
+    centred = centred_dither(q, 0, q.vectors)
+    if centred is not None:
+        targets += codec.offsets(centred)
+    sums = np.stack(
+        [np.bincount(inverse, weights=targets[:, k], minlength=len(unique)) for k in range(n)],
+        axis=1,
+    )
+    centroids = sums / counts[:, None]
+    order = np.argsort(-counts, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return replace(
+        q,
+        cosets=None,
+        symbols=None,
+        codebook=centroids[order].astype(np.float32),
+        indices=rank[inverse].astype(np.int32),
+    )

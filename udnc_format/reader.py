@@ -1,0 +1,191 @@
+"""Reading .udnc files: a lazy handle that reads the header at once and a tensor's chunks only
+when that tensor is asked for."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from . import coders
+from .decoder import decode_tensor
+from .errors import ChecksumError, TensorNotFoundError, TruncatedError, UDNCError
+from .header import Header, StreamRef, TensorEntry, read_header
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """How one tensor is stored, as ``udnc info`` reports it."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    encoding: str  # "lattice" or "passthrough"
+    coder: str
+    stored_bytes: int
+    source_bytes: int
+    lattice: str | None = None
+    step: float | None = None
+    scale: float | None = None
+    dither: bool = False
+    seed: int | None = None
+    pruned: bool = False
+    codebook_size: int = 0
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Stored bits per element (0 for an empty tensor)."""
+        elements = int(np.prod(self.shape)) if self.shape else 1
+        return 8.0 * self.stored_bytes / elements if elements else 0.0
+
+    @classmethod
+    def from_entry(cls, entry: TensorEntry) -> TensorInfo:
+        stored = sum(s.stored_length for s in entry.streams())
+        common: dict[str, Any] = {
+            "name": entry.name,
+            "dtype": entry.dtype.name,
+            "shape": entry.shape,
+            "stored_bytes": stored,
+            "source_bytes": entry.source_bytes,
+        }
+        q = entry.quantized
+        if q is None:
+            assert entry.passthrough is not None
+            return cls(encoding="passthrough", coder=entry.passthrough.coder.name.lower(), **common)
+        return cls(
+            encoding="lattice",
+            coder=q.symbols.coder.name.lower(),
+            lattice=q.lattice.name,
+            step=q.step,
+            scale=q.scale,
+            dither=bool(q.prng),
+            seed=q.seed if q.prng else None,
+            pruned=q.mask is not None,
+            codebook_size=q.codebook_size,
+            **common,
+        )
+
+
+class UDNCFile:
+    """An open .udnc file. Only the header is read on opening; ``get_tensor`` reads and checks
+    that tensor's chunks alone.
+
+    >>> import udnc_format, numpy as np
+    >>> data = udnc_format.save({"w": np.ones((4, 300), np.float32)}, step=0.01)
+    >>> with udnc_format.UDNCFile(data) as f:
+    ...     f.keys(), f.get_tensor("w").shape
+    (['w'], (4, 300))
+    """
+
+    def __init__(self, source: bytes | bytearray | memoryview | str | os.PathLike[str]) -> None:
+        self._file = None
+        self._map: mmap.mmap | None = None
+        self._data: Any = b""
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self.source = "<bytes>"
+            self._data = memoryview(source).cast("B")
+        else:
+            self.source = os.fspath(source)
+            try:
+                self._file = open(source, "rb")  # noqa: SIM115 - closed by close()
+                size = os.fstat(self._file.fileno()).st_size
+                self._map = (
+                    mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+                )
+            except OSError as exc:
+                self.close()
+                raise UDNCError(f"{self.source}: cannot read: {exc.strerror or exc}") from None
+            self._data = self._map if self._map is not None else b""
+        self.size = len(self._data)
+        try:
+            self.header, self.data_start = read_header(self._read, self.size)
+        except UDNCError as exc:
+            self.close()
+            raise type(exc)(f"{self.source}: {exc}") from None
+        self._entries = {entry.name: entry for entry in self.header.tensors}
+
+    def _read(self, offset: int, length: int) -> bytes:
+        return bytes(self._data[offset : offset + length])
+
+    def _fetch(self, stream: StreamRef, index: int) -> bytes:
+        chunk = stream.chunks[index]
+        stored = self._read(chunk.offset, chunk.stored_length)
+        if len(stored) != chunk.stored_length:
+            raise TruncatedError(
+                f"chunk {index} at offset {chunk.offset} runs past the end of the file"
+            )
+        if zlib.crc32(stored) != chunk.crc32:
+            raise ChecksumError(f"chunk {index} at offset {chunk.offset}: CRC-32 mismatch")
+        try:
+            return coders.decompress(stream.coder, stored, chunk.raw_length)
+        except UDNCError as exc:
+            raise type(exc)(f"chunk {index} at offset {chunk.offset}: {exc}") from None
+
+    def keys(self) -> list[str]:
+        """Tensor names in file order."""
+        return list(self._entries)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def metadata(self) -> dict[str, str]:
+        """The user metadata (string to string)."""
+        return dict(self.header.metadata)
+
+    def _entry(self, name: str) -> TensorEntry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise TensorNotFoundError(f"{self.source}: no tensor named {name!r}") from None
+
+    def info(self, name: str) -> TensorInfo:
+        """How tensor ``name`` is stored."""
+        return TensorInfo.from_entry(self._entry(name))
+
+    def get_tensor(self, name: str) -> np.ndarray:
+        """Decode tensor ``name`` (checking every checksum on the way)."""
+        entry = self._entry(name)
+        try:
+            return decode_tensor(entry, self._fetch)
+        except UDNCError as exc:
+            raise type(exc)(f"{self.source}: tensor {name!r}: {exc}") from None
+
+    def close(self) -> None:
+        """Release the file; tensors already returned stay valid."""
+        if isinstance(self._data, memoryview):
+            self._data.release()
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> UDNCFile:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open_file(path: str | Path) -> UDNCFile:
+    """Open a .udnc file lazily (the header only). Use as a context manager."""
+    return UDNCFile(path)

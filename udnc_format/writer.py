@@ -1,0 +1,106 @@
+"""File assembly (spec §2: preamble, header, data) and atomic writes: an output either appears
+whole or not at all, and an input is never touched."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import BinaryIO
+
+from .encoder import EncodedTensor
+from .errors import UDNCError, WriteError
+from .header import Header, LatticeParams, StreamRef, TensorEntry, build_header
+
+
+def _relocate_stream(stream: StreamRef, offset: int) -> tuple[StreamRef, int]:
+    chunks = []
+    for chunk in stream.chunks:
+        chunks.append(replace(chunk, offset=offset))
+        offset += chunk.stored_length
+    return replace(stream, chunks=tuple(chunks)), offset
+
+
+def _relocate(entry: TensorEntry, offset: int) -> tuple[TensorEntry, int]:
+    """The entry with its chunks laid out back to back from ``offset``, in streams() order."""
+    if entry.passthrough is not None:
+        stream, offset = _relocate_stream(entry.passthrough, offset)
+        return replace(entry, passthrough=stream), offset
+    q = entry.quantized
+    assert q is not None
+    moved: dict[str, StreamRef | None] = {}
+    for key in ("mask", "codebook", "symbols"):  # the order of LatticeParams.streams()
+        stream = getattr(q, key)
+        if stream is not None:
+            stream, offset = _relocate_stream(stream, offset)
+        moved[key] = stream
+    return replace(entry, quantized=replace(q, **moved)), offset  # type: ignore[arg-type]
+
+
+def assemble(
+    encoded: Iterable[EncodedTensor], metadata: Mapping[str, str], out: BinaryIO, spool: BinaryIO
+) -> None:
+    """Write a whole file to ``out``. Chunks go to ``spool`` as each tensor is encoded (so only
+    one tensor is in memory at a time) and are copied after the header, whose size is known
+    only once every tensor is."""
+    entries = []
+    for item in encoded:
+        entries.append(item.entry)
+        for payload in item.payloads:
+            spool.write(payload)
+    # Offsets are fixed-width, so the header's size does not depend on their values.
+    data_start = len(build_header(Header(tuple(entries), metadata)))
+    offset, placed = data_start, []
+    for entry in entries:
+        entry, offset = _relocate(entry, offset)
+        placed.append(entry)
+    out.write(build_header(Header(tuple(placed), metadata)))
+    spool.seek(0)
+    shutil.copyfileobj(spool, out, 1 << 20)
+
+
+def assemble_bytes(encoded: Iterable[EncodedTensor], metadata: Mapping[str, str]) -> bytes:
+    out, spool = io.BytesIO(), io.BytesIO()
+    assemble(encoded, metadata, out, spool)
+    return out.getvalue()
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write`` on a temporary file beside ``path`` and rename it into place only when it
+    completed and reached the disk; on any failure (or interruption) remove it."""
+    target = Path(path)
+    try:
+        handle = tempfile.NamedTemporaryFile(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+        )
+    except OSError as exc:
+        raise WriteError(
+            f"{target}: cannot create a file in {target.parent}: {exc.strerror}"
+        ) from None
+    try:
+        with handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, target)
+    except BaseException as exc:
+        Path(handle.name).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, UDNCError):
+            raise WriteError(f"{target}: write failed: {exc.strerror or exc}") from None
+        raise
+
+
+def write_file(
+    encoded: Iterable[EncodedTensor], metadata: Mapping[str, str], path: str | os.PathLike[str]
+) -> None:
+    """Assemble a file at ``path`` atomically, spooling chunks in the target directory."""
+
+    def write(out: BinaryIO) -> None:
+        with tempfile.TemporaryFile(dir=Path(path).parent) as spool:
+            assemble(encoded, metadata, out, spool)
+
+    atomic_write(path, write)
