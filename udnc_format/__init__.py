@@ -75,16 +75,16 @@ def load(data: bytes) -> dict[str, np.ndarray]:
     [0, 1, 2]
     """
     with UDNCFile(data) as handle:
-        return {name: handle.get_tensor(name) for name in handle.keys()}
+        return {name: handle.get_tensor(name) for name in handle}
 
 
 def load_file(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Decode every tensor of a .udnc file."""
     with UDNCFile(path) as handle:
-        return {name: handle.get_tensor(name) for name in handle.keys()}
+        return {name: handle.get_tensor(name) for name in handle}
 
 
-def open(path: str | os.PathLike[str]) -> UDNCFile:  # noqa: A001 - mirrors safetensors.safe_open
+def open(path: str | os.PathLike[str]) -> UDNCFile:
     """Open a file lazily: only the header is read until a tensor is asked for.
 
     >>> import tempfile, pathlib

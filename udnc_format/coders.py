@@ -69,7 +69,8 @@ def decompress(coder: Coder, data: bytes, raw_length: int) -> bytes:
         raise CorruptStreamError(f"{coder.name.lower()} data does not decode: {exc}") from None
     if len(out) != raw_length:
         raise CorruptStreamError(
-            f"{coder.name.lower()} data decodes to {len(out)} bytes, the header declares {raw_length}"
+            f"{coder.name.lower()} data decodes to {len(out)} bytes, "
+            f"the header declares {raw_length}"
         )
     return out
 

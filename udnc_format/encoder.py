@@ -126,7 +126,8 @@ class EncodeOptions:
             low, high = coders.LEVEL_RANGES[self.coder]
             if not low <= self.level <= high:
                 raise InvalidInputError(
-                    f"level {self.level} is outside {low}..{high} for coder {self.coder.name.lower()}"
+                    f"level {self.level} is outside {low}..{high} "
+                    f"for coder {self.coder.name.lower()}"
                 )
 
     def quantizes(self, name: str, array: np.ndarray, dtype: Dtype) -> bool:

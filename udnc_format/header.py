@@ -3,6 +3,7 @@ that the header alone allows (spec §3, §4, §9) done before any stream is read
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
 from collections.abc import Callable, Mapping
@@ -379,7 +380,7 @@ def check_layout(header: Header, data_start: int, file_size: int) -> None:
             assert entry.quantized is not None
             _check_quantized(entry, entry.quantized, where)
     extents.sort()
-    for (start_a, end_a, name_a), (start_b, _, name_b) in zip(extents, extents[1:], strict=False):
+    for (start_a, end_a, name_a), (start_b, _, name_b) in itertools.pairwise(extents):
         if start_b < end_a:
             raise LayoutError(
                 f"chunks of {name_a} and {name_b} overlap at offsets {start_a} and {start_b}"

@@ -17,7 +17,7 @@ import numpy as np
 from . import coders
 from .decoder import decode_tensor
 from .errors import ChecksumError, TensorNotFoundError, TruncatedError, UDNCError
-from .header import Header, StreamRef, TensorEntry, read_header
+from .header import StreamRef, TensorEntry, read_header
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from .constants import ESCAPE_BYTE
 from .errors import CorruptStreamError
 
 ESCAPE_SIZE = 4  # bytes per escaped value, little-endian u32
+Buffer = bytes | bytearray | memoryview
 
 
 def zigzag(symbols: np.ndarray) -> np.ndarray:
@@ -46,7 +47,7 @@ def serialize(values: np.ndarray) -> bytes:
     return primary.tobytes() + flat[escaped].astype("<u4").tobytes()
 
 
-def deserialize(data: bytes | memoryview, start: int, count: int, limit: int) -> np.ndarray:
+def deserialize(data: Buffer, start: int, count: int, limit: int) -> np.ndarray:
     """Read ``count`` values serialized at ``data[start:]``, which must end exactly at the end of
     ``data``; every value must be below ``limit``. Raises CorruptStreamError otherwise."""
     buffer = np.frombuffer(data, dtype=np.uint8)
@@ -76,7 +77,7 @@ def pack_bits(bits: np.ndarray) -> bytes:
     return np.packbits(bits.astype(np.uint8), bitorder="little").tobytes()
 
 
-def unpack_bits(data: bytes | memoryview, start: int, count: int) -> np.ndarray:
+def unpack_bits(data: Buffer, start: int, count: int) -> np.ndarray:
     """Inverse of :func:`pack_bits`; the padding bits of the last byte must be zero."""
     size = (count + 7) // 8
     if len(data) < start + size:

@@ -10,11 +10,11 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from .encoder import EncodedTensor
 from .errors import UDNCError, WriteError
-from .header import Header, LatticeParams, StreamRef, TensorEntry, build_header
+from .header import Header, StreamRef, TensorEntry, build_header
 
 
 def _relocate_stream(stream: StreamRef, offset: int) -> tuple[StreamRef, int]:
@@ -42,7 +42,7 @@ def _relocate(entry: TensorEntry, offset: int) -> tuple[TensorEntry, int]:
 
 
 def assemble(
-    encoded: Iterable[EncodedTensor], metadata: Mapping[str, str], out: BinaryIO, spool: BinaryIO
+    encoded: Iterable[EncodedTensor], metadata: Mapping[str, str], out: IO[bytes], spool: IO[bytes]
 ) -> None:
     """Write a whole file to ``out``. Chunks go to ``spool`` as each tensor is encoded (so only
     one tensor is in memory at a time) and are copied after the header, whose size is known
@@ -69,12 +69,12 @@ def assemble_bytes(encoded: Iterable[EncodedTensor], metadata: Mapping[str, str]
     return out.getvalue()
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write`` on a temporary file beside ``path`` and rename it into place only when it
     completed and reached the disk; on any failure (or interruption) remove it."""
     target = Path(path)
     try:
-        handle = tempfile.NamedTemporaryFile(
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - renamed or removed below
             dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
         )
     except OSError as exc:
@@ -99,7 +99,7 @@ def write_file(
 ) -> None:
     """Assemble a file at ``path`` atomically, spooling chunks in the target directory."""
 
-    def write(out: BinaryIO) -> None:
+    def write(out: IO[bytes]) -> None:
         with tempfile.TemporaryFile(dir=Path(path).parent) as spool:
             assemble(encoded, metadata, out, spool)
 
