@@ -23,7 +23,7 @@ MAX_NDIM = 32
 MAX_ELEMENTS = 1 << 48
 MAX_CHUNK_RAW = 1 << 31  # decoded bytes of one chunk
 MAX_CODEBOOK_SIZE = 1 << 24  # codewords in one codebook
-MAX_ABS_COORDINATE = 1 << 26  # |lattice coordinate|: keeps p - u exact in binary64 (spec §6.4)
+MAX_ABS_COORDINATE = 1 << 24  # |lattice symbol|: keeps p - u exact in binary64 (spec §6.4)
 ESCAPE_BYTE = 0xFF  # spec §6.2: a symbol byte of 255 defers to the escape area
 
 # Encoder defaults (the encoder is free; these are the reference encoder's choices).

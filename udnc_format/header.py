@@ -245,7 +245,8 @@ def read_header(read: Callable[[int, int], bytes], file_size: int) -> tuple[Head
     ``read(offset, length)`` returns the file's bytes there (shorter at the end of the file).
     """
     preamble = read(0, PREAMBLE_SIZE)
-    if preamble[: len(MAGIC)] != MAGIC[: len(preamble)] or len(preamble) < len(MAGIC):
+    head = preamble[: len(MAGIC)]
+    if head != MAGIC[: len(head)]:
         raise BadMagicError("not a .udnc file: the first 8 bytes are not the .udnc magic")
     if len(preamble) < PREAMBLE_SIZE:
         raise TruncatedError(f"file of {file_size} bytes ends inside the 16-byte preamble")
@@ -329,6 +330,8 @@ def _convert(parsed: Any, major: int, minor: int) -> Header:
     names: set[str] = set()
     for raw in parsed.tensors:
         where = f"tensor {raw.name!r}"
+        if not raw.name:
+            raise LayoutError("a tensor has an empty name")
         if raw.name in names:
             raise DuplicateNameError(f"{where} appears twice in the tensor table")
         names.add(raw.name)
