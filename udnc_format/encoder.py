@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
@@ -161,21 +161,28 @@ class _StreamBuilder:
         self.coder, self.level = coder, level
         self.payloads: list[bytes] = []
 
-    def stream(self, raw_chunks: Iterator[bytes]) -> StreamRef:
+    def stream(self, raw_chunks: Iterable[bytes], coder: Coder | None = None) -> StreamRef:
+        coder = self.coder if coder is None else coder
         refs = []
         for raw in raw_chunks:
-            stored = coders.compress(self.coder, raw, self.level)
+            stored = coders.compress(coder, raw, self.level if coder is self.coder else None)
             refs.append(ChunkRef(0, len(stored), len(raw), zlib.crc32(stored)))
             self.payloads.append(stored)
-        return StreamRef(self.coder, tuple(refs))
+        return StreamRef(coder, tuple(refs))
 
     def byte_stream(
         self, data: bytes, chunk_bytes: int = DEFAULT_PASSTHROUGH_CHUNK_BYTES
     ) -> StreamRef:
+        """A stream of ``data`` cut in chunks; stored raw if the coder does not make it smaller
+        (float weights often do not compress)."""
         view = memoryview(data)
-        return self.stream(
-            bytes(view[i : i + chunk_bytes]) for i in range(0, len(data), chunk_bytes)
-        )
+        chunks = [bytes(view[i : i + chunk_bytes]) for i in range(0, len(data), chunk_bytes)]
+        first_payload = len(self.payloads)
+        stream = self.stream(chunks)
+        if stream.stored_length >= len(data) and stream.coder is not Coder.RAW:
+            del self.payloads[first_payload:]
+            stream = self.stream(chunks, Coder.RAW)
+        return stream
 
 
 def check_name(name: object) -> str:
@@ -193,9 +200,10 @@ def check_name(name: object) -> str:
 
 
 def encode_tensors(
-    tensors: Mapping[str, np.ndarray] | Sequence[tuple[str, np.ndarray]], options: EncodeOptions
+    tensors: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]], options: EncodeOptions
 ) -> Iterator[EncodedTensor]:
-    """Encode tensors one at a time (the caller may write each before the next is encoded)."""
+    """Encode tensors one at a time (the caller may write each before the next is encoded);
+    ``tensors`` may be a mapping or an iterable of (name, array) pairs, consumed lazily."""
     items = tensors.items() if isinstance(tensors, Mapping) else tensors
     seen: set[str] = set()
     for index, (name, array) in enumerate(items):

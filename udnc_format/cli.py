@@ -1,0 +1,251 @@
+"""The ``udnc`` command: compress and decompress safetensors checkpoints, inspect and verify
+.udnc files.
+
+Exit codes: 0 success, 1 bad input or failed check (one line on stderr), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .constants import Coder, Lattice
+from .encoder import EncodeOptions, encode_tensors
+from .errors import InvalidInputError, UDNCError, WriteError
+from .reader import TensorInfo, UDNCFile
+from .writer import atomic_write, write_file
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
+
+
+def _read_safetensors(path: Path) -> tuple[Iterator[tuple[str, np.ndarray]], dict[str, str]]:
+    """Tensors of a safetensors file, one at a time, and its metadata."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        handle = safe_open(str(path), framework="numpy")
+        metadata = dict(handle.metadata() or {})
+        names = list(handle.keys())
+    except FileNotFoundError:
+        raise InvalidInputError(f"{path}: no such file") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InvalidInputError(f"{path}: not a readable safetensors file: {exc}") from None
+
+    def tensors() -> Iterator[tuple[str, np.ndarray]]:
+        for name in names:
+            yield name, handle.get_tensor(name)
+
+    return tensors(), metadata
+
+
+def _check_output(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise WriteError(f"{path}: exists; use --force to overwrite")
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    source, target = Path(args.input), Path(args.output)
+    _check_output(target, args.force)
+    tensors, metadata = _read_safetensors(source)
+    for item in args.metadata or ():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInputError(f"--metadata {item!r}: expected KEY=VALUE")
+        metadata[key] = value
+    options = EncodeOptions.from_kwargs(
+        lattice=args.lattice,
+        step=args.step,
+        sqnr=args.sqnr,
+        dither=not args.no_dither,
+        seed=args.seed,
+        coder=args.coder,
+        level=args.level,
+        prune=args.prune,
+        codebook=args.codebook,
+        keep=tuple(args.keep or ()),
+        metadata=metadata,
+    )
+    write_file(encode_tensors(tensors, options), options.metadata, target)
+    if not args.quiet:
+        with UDNCFile(target) as handle:
+            _print_summary(handle, source.stat().st_size, target)
+    return EXIT_OK
+
+
+def _print_summary(handle: UDNCFile, source_size: int, target: Path) -> None:
+    infos = [handle.info(name) for name in handle]
+    quantized = [i for i in infos if i.encoding == "lattice"]
+    size = target.stat().st_size
+    print(
+        f"{target}: {len(infos)} tensors ({len(quantized)} quantized), "
+        f"{source_size:,} -> {size:,} bytes, ratio {source_size / max(size, 1):.2f}"
+    )
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    from safetensors.numpy import save
+
+    source, target = Path(args.input), Path(args.output)
+    _check_output(target, args.force)
+    with _open(source) as handle:
+        tensors = {name: handle.get_tensor(name) for name in handle}
+        metadata = handle.metadata()
+    atomic_write(target, lambda out: out.write(save(tensors, metadata=metadata or None)))
+    if not args.quiet:
+        print(f"{target}: {len(tensors)} tensors")
+    return EXIT_OK
+
+
+def _open(path: Path) -> UDNCFile:
+    if not path.exists():
+        raise InvalidInputError(f"{path}: no such file")
+    return UDNCFile(path)
+
+
+def _info_dict(info: TensorInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "dtype": info.dtype,
+        "shape": list(info.shape),
+        "encoding": info.encoding,
+        "lattice": info.lattice,
+        "step": info.step,
+        "dither": info.dither,
+        "seed": info.seed,
+        "pruned": info.pruned,
+        "codebook_size": info.codebook_size,
+        "coder": info.coder,
+        "stored_bytes": info.stored_bytes,
+        "source_bytes": info.source_bytes,
+        "bits_per_weight": info.bits_per_weight,
+    }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    path = Path(args.input)
+    with _open(path) as handle:
+        infos = [handle.info(name) for name in handle]
+        metadata = handle.metadata()
+        major, minor = handle.header.major, handle.header.minor
+    file_size = path.stat().st_size
+    source = sum(i.source_bytes for i in infos)
+    totals = {
+        "file_bytes": file_size,
+        "source_bytes": source,
+        "ratio": source / file_size if file_size else 0.0,
+        "tensors": len(infos),
+        "quantized": sum(i.encoding == "lattice" for i in infos),
+    }
+    if args.json:
+        document = {
+            "version": f"{major}.{minor}",
+            "metadata": metadata,
+            "tensors": [_info_dict(i) for i in infos],
+            "totals": totals,
+        }
+        print(json.dumps(document, indent=2))
+        return EXIT_OK
+    print(f"{path}: .udnc {major}.{minor}, {len(infos)} tensors")
+    header = f"{'name':40} {'dtype':6} {'shape':18} {'lattice':7} {'step':>10} {'dither':6} "
+    print(header + f"{'bits/w':>7} {'bytes':>10} coder")
+    for i in infos:
+        shape = "x".join(map(str, i.shape)) or "scalar"
+        lattice = i.lattice or "-"
+        step = f"{i.step:.4g}" if i.step is not None else "-"
+        dither = ("yes" if i.dither else "no") if i.encoding == "lattice" else "-"
+        print(
+            f"{i.name:40} {i.dtype:6} {shape:18} {lattice:7} {step:>10} {dither:6} "
+            f"{i.bits_per_weight:7.3f} {i.stored_bytes:>10,} {i.coder}"
+        )
+    print(
+        f"total: {source:,} source bytes -> {file_size:,} file bytes, "
+        f"compression ratio {totals['ratio']:.2f}"
+    )
+    for key, value in metadata.items():
+        print(f"metadata {key} = {value}")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    path = Path(args.input)
+    with _open(path) as handle:
+        for name in handle:
+            handle.get_tensor(name)
+        count = len(handle)
+    if not args.quiet:
+        print(f"{path}: OK ({count} tensors, every checksum verified)")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="udnc", description="Universal deep neural network compression (.udnc files)."
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    compress = commands.add_parser("compress", parents=[common], help="safetensors -> .udnc")
+    compress.add_argument("input", help="a .safetensors file")
+    compress.add_argument("-o", "--output", required=True, help="the .udnc file to write")
+    rate = compress.add_mutually_exclusive_group()
+    rate.add_argument("--sqnr", type=float, help="target SQNR in dB per quantized tensor")
+    rate.add_argument("--step", type=float, help="lattice step Δ for every quantized tensor")
+    lattices = [m.name for m in Lattice]
+    compress.add_argument("--lattice", default="Z1", choices=lattices, type=str.upper)
+    compress.add_argument("--no-dither", action="store_true", help="plain lattice quantization")
+    compress.add_argument("--seed", type=int, default=0, help="dither seed (0 .. 2^64-1)")
+    coders = [m.name.lower() for m in Coder]
+    compress.add_argument("--coder", default="zstd", choices=coders, type=str.lower)
+    compress.add_argument("--level", type=int, help="coder level")
+    compress.add_argument("--prune", type=float, default=0.0, help="fraction pruned per tensor")
+    compress.add_argument("--codebook", action="store_true", help="store fitted shared vectors")
+    compress.add_argument("--keep", action="append", metavar="GLOB", help="keep tensors lossless")
+    compress.add_argument("--metadata", action="append", metavar="KEY=VALUE")
+    compress.add_argument("-f", "--force", action="store_true", help="overwrite the output")
+    compress.set_defaults(run=cmd_compress)
+
+    decompress = commands.add_parser("decompress", parents=[common], help=".udnc -> safetensors")
+    decompress.add_argument("input")
+    decompress.add_argument("-o", "--output", required=True)
+    decompress.add_argument("-f", "--force", action="store_true", help="overwrite the output")
+    decompress.set_defaults(run=cmd_decompress)
+
+    info = commands.add_parser("info", parents=[common], help="how each tensor is stored")
+    info.add_argument("input")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.set_defaults(run=cmd_info)
+
+    verify = commands.add_parser(
+        "verify", parents=[common], help="check every checksum and decode everything"
+    )
+    verify.add_argument("input")
+    verify.set_defaults(run=cmd_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``udnc`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except UDNCError as exc:
+        print(f"udnc {args.command}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"udnc {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
