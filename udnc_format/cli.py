@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -97,7 +97,11 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     with _open(source) as handle:
         tensors = {name: handle.get_tensor(name) for name in handle}
         metadata = handle.metadata()
-    atomic_write(target, lambda out: out.write(save(tensors, metadata=metadata or None)))
+
+    def write(out: IO[bytes]) -> None:
+        out.write(save(tensors, metadata=metadata or None))
+
+    atomic_write(target, write)
     if not args.quiet:
         print(f"{target}: {len(tensors)} tensors")
     return EXIT_OK

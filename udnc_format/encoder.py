@@ -29,9 +29,10 @@ from .constants import (
     Lattice,
     Serialization,
 )
+from .decoder import decode_tensor
 from .dtypes import QUANTIZABLE, dtype_of, to_little_endian_bytes
 from .errors import DuplicateNameError, InvalidInputError
-from .header import ChunkRef, LatticeParams, StreamRef, TensorEntry
+from .header import ChunkRef, LatticeParams, StreamRef, TensorEntry, relocate
 from .lattices import get_lattice
 from .quantizer import (
     QuantizedTensor,
@@ -41,6 +42,10 @@ from .quantizer import (
     with_centroid_codebook,
 )
 from .symbols import pack_bits, serialize, zigzag
+
+# Rate control by SQNR: the decoded SQNR lands within this many dB of the target.
+SQNR_TOLERANCE_DB = 0.1
+MAX_RATE_ITERATIONS = 6
 
 
 @dataclass(frozen=True)
@@ -224,7 +229,6 @@ def encode_tensor(name: str, array: Any, index: int, options: EncodeOptions) -> 
     if array.ndim > MAX_NDIM:
         raise InvalidInputError(f"tensor {name!r}: {array.ndim} dimensions exceed {MAX_NDIM}")
     dtype = dtype_of(array, name)
-    builder = _StreamBuilder(options.coder, options.level)
     shape = tuple(int(d) for d in array.shape)
     if options.quantizes(name, array, dtype):
         values = np.asarray(array, dtype=np.float64).reshape(-1)
@@ -234,47 +238,84 @@ def encode_tensor(name: str, array: Any, index: int, options: EncodeOptions) -> 
                 f"(keep=[{name!r}])"
             )
         if np.any(values):  # an all-zero tensor is cheaper and exact as passthrough
-            q = _quantize(name, values, dtype, shape, index, options)
-            return EncodedTensor(_lattice_entry(name, q, builder, options), tuple(builder.payloads))
+            return _encode_quantized(name, values, dtype, shape, index, options)
+    builder = _StreamBuilder(options.coder, options.level)
     data = to_little_endian_bytes(array, dtype)
     entry = TensorEntry(name, dtype, shape, passthrough=builder.byte_stream(data))
     return EncodedTensor(entry, tuple(builder.payloads))
 
 
-def _quantize(
+def sqnr_db(reference: np.ndarray, decoded: np.ndarray) -> float:
+    """10·log10(Σw² / Σ(w − ŵ)²) in dB; infinite for an exact reconstruction."""
+    reference = reference.astype(np.float64).reshape(-1)
+    noise = float(np.sum((reference - decoded.astype(np.float64).reshape(-1)) ** 2))
+    signal = float(np.sum(reference**2))
+    return math.inf if noise == 0 else 10.0 * math.log10(signal / noise) if signal else -math.inf
+
+
+def decode_encoded(item: EncodedTensor) -> np.ndarray:
+    """Decode a tensor that is not yet in a file, with the normative decoder."""
+    entry, _ = relocate(item.entry, 0)
+    blob = b"".join(item.payloads)
+
+    def fetch(stream: StreamRef, index: int) -> bytes:
+        chunk = stream.chunks[index]
+        stored = blob[chunk.offset : chunk.offset + chunk.stored_length]
+        return coders.decompress(stream.coder, stored, chunk.raw_length)
+
+    return decode_tensor(entry, fetch)
+
+
+def _encode_quantized(
     name: str,
     values: np.ndarray,
     dtype: Dtype,
     shape: tuple[int, ...],
     index: int,
     options: EncodeOptions,
-) -> QuantizedTensor:
+) -> EncodedTensor:
     mask = prune_mask(values, options.prune)
     kept = values if mask is None else values[mask]
-    step = options.step_for(name)
-    if step is None:
-        pruned_error = 0.0 if mask is None else float(np.sum(values[~mask] ** 2))
-        step = step_for_sqnr(
+
+    def lattice_quantize(step: float) -> QuantizedTensor:
+        return quantize(
             kept,
-            float(np.sum(values**2)),
-            DEFAULT_SQNR_DB if options.sqnr is None else options.sqnr,
-            get_lattice(options.lattice),
-            pruned_error,
-            name,
+            dtype=dtype,
+            shape=shape,
+            lattice=options.lattice,
+            step=step,
+            dither=options.dither,
+            seed=options.seed,
+            dither_stream=index,
+            mask=mask,
+            name=name,
         )
-    q = quantize(
-        kept,
-        dtype=dtype,
-        shape=shape,
-        lattice=options.lattice,
-        step=float(step),
-        dither=options.dither,
-        seed=options.seed,
-        dither_stream=index,
-        mask=mask,
-        name=name,
+
+    def encode(q: QuantizedTensor) -> EncodedTensor:
+        builder = _StreamBuilder(options.coder, options.level)
+        return EncodedTensor(_lattice_entry(name, q, builder, options), tuple(builder.payloads))
+
+    def finish(q: QuantizedTensor) -> EncodedTensor:
+        # The centroid codebook only lowers the error of the lattice quantization it refines.
+        return encode(with_centroid_codebook(q, kept, name)) if options.codebook else encode(q)
+
+    step = options.step_for(name)
+    if step is not None:
+        return finish(lattice_quantize(float(step)))
+    # SQNR target: start from the dithered quantizer's exact expectation G·Δ², then correct by
+    # the SQNR actually decoded (small tensors, no dither, codebooks and output rounding differ).
+    target = DEFAULT_SQNR_DB if options.sqnr is None else options.sqnr
+    pruned_error = 0.0 if mask is None else float(np.sum(values[~mask] ** 2))
+    step = step_for_sqnr(
+        kept, float(np.sum(values**2)), target, get_lattice(options.lattice), pruned_error, name
     )
-    return with_centroid_codebook(q, kept, name) if options.codebook else q
+    for _ in range(MAX_RATE_ITERATIONS):
+        q = lattice_quantize(step)
+        achieved = sqnr_db(values, decode_encoded(encode(q)))
+        if abs(achieved - target) <= SQNR_TOLERANCE_DB or not math.isfinite(achieved):
+            break
+        step *= 10.0 ** ((achieved - target) / 20.0)
+    return finish(q)
 
 
 def chunk_vectors_for(options: EncodeOptions, lattice: Lattice) -> int:

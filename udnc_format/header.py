@@ -7,7 +7,7 @@ import itertools
 import math
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -233,6 +233,30 @@ def build_header(header: Header) -> bytes:
 def header_size(header: Header) -> int:
     """Bytes before the data; independent of the offsets' values (fixed-width fields)."""
     return len(build_header(header))
+
+
+def relocate_stream(stream: StreamRef, offset: int) -> tuple[StreamRef, int]:
+    chunks = []
+    for chunk in stream.chunks:
+        chunks.append(replace(chunk, offset=offset))
+        offset += chunk.stored_length
+    return replace(stream, chunks=tuple(chunks)), offset
+
+
+def relocate(entry: TensorEntry, offset: int) -> tuple[TensorEntry, int]:
+    """The entry with its chunks laid out back to back from ``offset``, in streams() order."""
+    if entry.passthrough is not None:
+        stream, offset = relocate_stream(entry.passthrough, offset)
+        return replace(entry, passthrough=stream), offset
+    q = entry.quantized
+    assert q is not None
+    moved: dict[str, StreamRef | None] = {}
+    for key in ("mask", "codebook", "symbols"):  # the order of LatticeParams.streams()
+        stream = getattr(q, key)
+        if stream is not None:
+            stream, offset = relocate_stream(stream, offset)
+        moved[key] = stream
+    return replace(entry, quantized=replace(q, **moved)), offset  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------

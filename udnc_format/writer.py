@@ -8,37 +8,12 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
 from .encoder import EncodedTensor
 from .errors import UDNCError, WriteError
-from .header import Header, StreamRef, TensorEntry, build_header
-
-
-def _relocate_stream(stream: StreamRef, offset: int) -> tuple[StreamRef, int]:
-    chunks = []
-    for chunk in stream.chunks:
-        chunks.append(replace(chunk, offset=offset))
-        offset += chunk.stored_length
-    return replace(stream, chunks=tuple(chunks)), offset
-
-
-def _relocate(entry: TensorEntry, offset: int) -> tuple[TensorEntry, int]:
-    """The entry with its chunks laid out back to back from ``offset``, in streams() order."""
-    if entry.passthrough is not None:
-        stream, offset = _relocate_stream(entry.passthrough, offset)
-        return replace(entry, passthrough=stream), offset
-    q = entry.quantized
-    assert q is not None
-    moved: dict[str, StreamRef | None] = {}
-    for key in ("mask", "codebook", "symbols"):  # the order of LatticeParams.streams()
-        stream = getattr(q, key)
-        if stream is not None:
-            stream, offset = _relocate_stream(stream, offset)
-        moved[key] = stream
-    return replace(entry, quantized=replace(q, **moved)), offset  # type: ignore[arg-type]
+from .header import Header, build_header, relocate
 
 
 def assemble(
@@ -56,7 +31,7 @@ def assemble(
     data_start = len(build_header(Header(tuple(entries), metadata)))
     offset, placed = data_start, []
     for entry in entries:
-        entry, offset = _relocate(entry, offset)
+        entry, offset = relocate(entry, offset)
         placed.append(entry)
     out.write(build_header(Header(tuple(placed), metadata)))
     spool.seek(0)
