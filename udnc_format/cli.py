@@ -10,39 +10,18 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
-
-import numpy as np
+from typing import Any
 
 from .constants import Coder, Lattice
 from .encoder import EncodeOptions, encode_tensors
 from .errors import InvalidInputError, UDNCError, WriteError
 from .reader import TensorInfo, UDNCFile
-from .writer import atomic_write, write_file
+from .safetensors_io import TensorSpec, iter_checkpoint, write_safetensors
+from .writer import write_file
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
-
-
-def _read_safetensors(path: Path) -> tuple[Iterator[tuple[str, np.ndarray]], dict[str, str]]:
-    """Tensors of a safetensors file, one at a time, and its metadata."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        handle = safe_open(str(path), framework="numpy")
-        metadata = dict(handle.metadata() or {})
-        names = list(handle.keys())
-    except FileNotFoundError:
-        raise InvalidInputError(f"{path}: no such file") from None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise InvalidInputError(f"{path}: not a readable safetensors file: {exc}") from None
-
-    def tensors() -> Iterator[tuple[str, np.ndarray]]:
-        for name in names:
-            yield name, handle.get_tensor(name)
-
-    return tensors(), metadata
 
 
 def _check_output(path: Path, force: bool) -> None:
@@ -53,7 +32,7 @@ def _check_output(path: Path, force: bool) -> None:
 def cmd_compress(args: argparse.Namespace) -> int:
     source, target = Path(args.input), Path(args.output)
     _check_output(target, args.force)
-    tensors, metadata = _read_safetensors(source)
+    _, metadata, tensors = iter_checkpoint(source)
     for item in args.metadata or ():
         key, sep, value = item.partition("=")
         if not sep:
@@ -90,20 +69,14 @@ def _print_summary(handle: UDNCFile, source_size: int, target: Path) -> None:
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
-    from safetensors.numpy import save
-
     source, target = Path(args.input), Path(args.output)
     _check_output(target, args.force)
     with _open(source) as handle:
-        tensors = {name: handle.get_tensor(name) for name in handle}
-        metadata = handle.metadata()
-
-    def write(out: IO[bytes]) -> None:
-        out.write(save(tensors, metadata=metadata or None))
-
-    atomic_write(target, write)
+        specs = [TensorSpec(e.name, e.dtype, e.shape) for e in handle.header.tensors]
+        tensors = (handle.get_tensor(spec.name) for spec in specs)
+        write_safetensors(target, specs, tensors, handle.metadata())
     if not args.quiet:
-        print(f"{target}: {len(tensors)} tensors")
+        print(f"{target}: {len(specs)} tensors")
     return EXIT_OK
 
 
@@ -197,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     compress = commands.add_parser("compress", parents=[common], help="safetensors -> .udnc")
-    compress.add_argument("input", help="a .safetensors file")
+    compress.add_argument("input", help="a .safetensors file or a sharded *.safetensors.index.json")
     compress.add_argument("-o", "--output", required=True, help="the .udnc file to write")
     rate = compress.add_mutually_exclusive_group()
     rate.add_argument("--sqnr", type=float, help="target SQNR in dB per quantized tensor")
