@@ -11,12 +11,14 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .constants import Coder, Lattice
 from .encoder import EncodeOptions, encode_tensors
 from .errors import InvalidInputError, UDNCError, WriteError
+from .rate import sqnr_for_bits
 from .reader import TensorInfo, UDNCFile
 from .safetensors_io import TensorSpec, iter_checkpoint, write_safetensors
 from .writer import write_file
@@ -51,6 +53,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         keep=tuple(args.keep or ()),
         metadata=metadata,
     )
+    if args.bits is not None:
+        sqnr = sqnr_for_bits(lambda: iter_checkpoint(source)[2], options, args.bits)
+        options = replace(options, sqnr=sqnr)
     write_file(encode_tensors(tensors, options), options.metadata, target)
     if not args.quiet:
         with UDNCFile(target) as handle:
@@ -175,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     rate = compress.add_mutually_exclusive_group()
     rate.add_argument("--sqnr", type=float, help="target SQNR in dB per quantized tensor")
     rate.add_argument("--step", type=float, help="lattice step Δ for every quantized tensor")
+    rate.add_argument(
+        "--bits", type=float, help="average coded bits per quantized weight (searched)"
+    )
     lattices = [m.name for m in Lattice]
     compress.add_argument("--lattice", default="Z1", choices=lattices, type=str.upper)
     compress.add_argument("--no-dither", action="store_true", help="plain lattice quantization")
