@@ -10,10 +10,12 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
 
 from .constants import Coder, Lattice
 from .encoder import EncodeOptions, encode_tensors
@@ -24,6 +26,28 @@ from .safetensors_io import TensorSpec, iter_checkpoint, write_safetensors
 from .writer import write_file
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
+
+
+def _progress(
+    items: Iterable[T], sizes: Sequence[int], description: str, quiet: bool
+) -> Iterator[T]:
+    """Yield ``items`` while a progress bar (on stderr, only on a terminal) counts ``sizes``."""
+    from tqdm import tqdm
+
+    disable = quiet or not sys.stderr.isatty()
+    with tqdm(
+        total=sum(sizes),
+        unit="B",
+        unit_scale=True,
+        desc=description,
+        disable=disable,
+        file=sys.stderr,
+        leave=False,
+    ) as bar:
+        for item, size in zip(items, sizes, strict=False):
+            yield item
+            bar.update(size)
 
 
 def _check_output(path: Path, force: bool) -> None:
@@ -34,7 +58,7 @@ def _check_output(path: Path, force: bool) -> None:
 def cmd_compress(args: argparse.Namespace) -> int:
     source, target = Path(args.input), Path(args.output)
     _check_output(target, args.force)
-    _, metadata, tensors = iter_checkpoint(source)
+    specs, metadata, tensors = iter_checkpoint(source)
     for item in args.metadata or ():
         key, sep, value = item.partition("=")
         if not sep:
@@ -53,9 +77,18 @@ def cmd_compress(args: argparse.Namespace) -> int:
         keep=tuple(args.keep or ()),
         metadata=metadata,
     )
+    sizes = [spec.nbytes for spec in specs]
     if args.bits is not None:
-        sqnr = sqnr_for_bits(lambda: iter_checkpoint(source)[2], options, args.bits)
-        options = replace(options, sqnr=sqnr)
+
+        def report(sqnr: float, rate: float) -> None:
+            if not args.quiet:
+                print(f"rate search: {sqnr:.2f} dB -> {rate:.3f} bits/weight", file=sys.stderr)
+
+        def passes() -> Iterator[tuple[str, np.ndarray]]:
+            return _progress(iter_checkpoint(source)[2], sizes, "measuring", args.quiet)
+
+        options = replace(options, sqnr=sqnr_for_bits(passes, options, args.bits, report))
+    tensors = _progress(tensors, sizes, "compress", args.quiet)
     write_file(encode_tensors(tensors, options), options.metadata, target)
     if not args.quiet:
         with UDNCFile(target) as handle:
@@ -78,7 +111,10 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     _check_output(target, args.force)
     with _open(source) as handle:
         specs = [TensorSpec(e.name, e.dtype, e.shape) for e in handle.header.tensors]
-        tensors = (handle.get_tensor(spec.name) for spec in specs)
+        names = _progress(
+            [s.name for s in specs], [s.nbytes for s in specs], "decompress", args.quiet
+        )
+        tensors = (handle.get_tensor(name) for name in names)
         write_safetensors(target, specs, tensors, handle.metadata())
     if not args.quiet:
         print(f"{target}: {len(specs)} tensors")
@@ -158,7 +194,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     path = Path(args.input)
     with _open(path) as handle:
-        for name in handle:
+        sizes = [entry.source_bytes for entry in handle.header.tensors]
+        for name in _progress(handle.keys(), sizes, "verify", args.quiet):
             handle.get_tensor(name)
         count = len(handle)
     if not args.quiet:
