@@ -29,16 +29,16 @@ from .constants import (
     Lattice,
     Serialization,
 )
-from .decoder import decode_tensor
 from .dtypes import QUANTIZABLE, dtype_of, to_little_endian_bytes
 from .errors import DuplicateNameError, InvalidInputError
-from .header import ChunkRef, LatticeParams, StreamRef, TensorEntry, relocate
+from .header import ChunkRef, LatticeParams, StreamRef, TensorEntry
 from .lattices import get_lattice
 from .quantizer import (
     QuantizedTensor,
     prune_mask,
     quantize,
     step_for_sqnr,
+    sum_of_squares,
     with_centroid_codebook,
 )
 from .symbols import pack_bits, serialize, zigzag
@@ -231,7 +231,7 @@ def encode_tensor(name: str, array: Any, index: int, options: EncodeOptions) -> 
     dtype = dtype_of(array, name)
     shape = tuple(int(d) for d in array.shape)
     if options.quantizes(name, array, dtype):
-        values = np.asarray(array, dtype=np.float64).reshape(-1)
+        values = array.reshape(-1)
         if not np.isfinite(values).all():
             raise InvalidInputError(
                 f"tensor {name!r} holds NaN or infinity and cannot be quantized; keep it lossless "
@@ -245,25 +245,11 @@ def encode_tensor(name: str, array: Any, index: int, options: EncodeOptions) -> 
     return EncodedTensor(entry, tuple(builder.payloads))
 
 
-def sqnr_db(reference: np.ndarray, decoded: np.ndarray) -> float:
+def sqnr_db(signal_energy: float, noise_energy: float) -> float:
     """10·log10(Σw² / Σ(w − ŵ)²) in dB; infinite for an exact reconstruction."""
-    reference = reference.astype(np.float64).reshape(-1)
-    noise = float(np.sum((reference - decoded.astype(np.float64).reshape(-1)) ** 2))
-    signal = float(np.sum(reference**2))
-    return math.inf if noise == 0 else 10.0 * math.log10(signal / noise) if signal else -math.inf
-
-
-def decode_encoded(item: EncodedTensor) -> np.ndarray:
-    """Decode a tensor that is not yet in a file, with the normative decoder."""
-    entry, _ = relocate(item.entry, 0)
-    blob = b"".join(item.payloads)
-
-    def fetch(stream: StreamRef, index: int) -> bytes:
-        chunk = stream.chunks[index]
-        stored = blob[chunk.offset : chunk.offset + chunk.stored_length]
-        return coders.decompress(stream.coder, stored, chunk.raw_length)
-
-    return decode_tensor(entry, fetch)
+    if noise_energy == 0:
+        return math.inf
+    return 10.0 * math.log10(signal_energy / noise_energy) if signal_energy else -math.inf
 
 
 def _encode_quantized(
@@ -276,6 +262,8 @@ def _encode_quantized(
 ) -> EncodedTensor:
     mask = prune_mask(values, options.prune)
     kept = values if mask is None else values[mask]
+    total_energy = sum_of_squares(values)
+    pruned_error = 0.0 if mask is None else total_energy - sum_of_squares(kept)
 
     def lattice_quantize(step: float) -> QuantizedTensor:
         return quantize(
@@ -305,13 +293,12 @@ def _encode_quantized(
     # SQNR target: start from the dithered quantizer's exact expectation G·Δ², then correct by
     # the SQNR actually decoded (small tensors, no dither, codebooks and output rounding differ).
     target = DEFAULT_SQNR_DB if options.sqnr is None else options.sqnr
-    pruned_error = 0.0 if mask is None else float(np.sum(values[~mask] ** 2))
     step = step_for_sqnr(
-        kept, float(np.sum(values**2)), target, get_lattice(options.lattice), pruned_error, name
+        kept, total_energy, target, get_lattice(options.lattice), pruned_error, name
     )
     for _ in range(MAX_RATE_ITERATIONS):
         q = lattice_quantize(step)
-        achieved = sqnr_db(values, decode_encoded(encode(q)))
+        achieved = sqnr_db(total_energy, q.squared_error + pruned_error)
         if abs(achieved - target) <= SQNR_TOLERANCE_DB or not math.isfinite(achieved):
             break
         step *= 10.0 ** ((achieved - target) / 20.0)

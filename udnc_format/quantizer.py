@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .constants import MAX_ABS_COORDINATE, MAX_CODEBOOK_SIZE, Dtype, Lattice, Prng
+from .dtypes import round_to_dtype
 from .errors import InvalidInputError
 from .header import vector_count
 from .lattices import LatticeCodec, get_lattice
@@ -33,6 +34,7 @@ class QuantizedTensor:
     seed: int
     dither_stream: int
     mask: np.ndarray | None
+    squared_error: float = 0.0  # Σ(w − ŵ)² over the kept weights, as the decoder decodes them
     cosets: np.ndarray | None = None
     symbols: np.ndarray | None = None
     codebook: np.ndarray | None = None
@@ -56,10 +58,25 @@ def prune_mask(values: np.ndarray, fraction: float) -> np.ndarray | None:
     pruned = math.floor(fraction * values.size)
     if pruned <= 0:
         return None
-    order = np.argpartition(np.abs(values), pruned - 1)
-    mask = np.ones(values.size, dtype=bool)
-    mask[order[:pruned]] = False
+    # A threshold, not an argsort: memory stays at one copy of |w| and a bitmap.
+    magnitude = np.abs(values.reshape(-1))
+    threshold = np.partition(magnitude, pruned - 1)[pruned - 1]
+    mask = magnitude > threshold
+    surplus = values.size - int(np.count_nonzero(mask)) - pruned
+    if surplus > 0:  # ties at the threshold: keep the first ones, prune exactly `pruned`
+        tied = np.flatnonzero(magnitude == threshold)
+        mask[tied[:surplus]] = True
     return mask
+
+
+def sum_of_squares(values: np.ndarray, block: int = 1 << 20) -> float:
+    """Σw² accumulated in binary64, block by block (no full-size temporary)."""
+    flat = values.reshape(-1)
+    total = 0.0
+    for start in range(0, flat.size, block):
+        part = flat[start : start + block].astype(np.float64)
+        total += float(np.dot(part, part))
+    return total
 
 
 def step_for_sqnr(
@@ -102,7 +119,8 @@ def quantize(
     name: str,
     block_vectors: int = 1 << 18,
 ) -> QuantizedTensor:
-    """Quantize the flattened kept weights ``values`` (float64) to the lattice of step Δ."""
+    """Quantize the flattened kept weights ``values`` to the lattice of step Δ, block by block,
+    measuring the error of the decoded values on the way."""
     codec = get_lattice(lattice)
     scale = codec.scale_for_step(step)
     if not (math.isfinite(scale) and scale > 0):
@@ -120,6 +138,7 @@ def quantize(
     n, total = codec.dim, q.vectors
     symbols = np.empty((total, n), dtype=np.int32)
     cosets = np.empty(total, dtype=np.uint8) if codec.has_coset_bit else None
+    squared_error = 0.0
     for first in range(0, total, block_vectors):
         count = min(block_vectors, total - first)
         block = np.zeros(count * n)
@@ -138,7 +157,11 @@ def quantize(
         symbols[first : first + count] = block_symbols
         if cosets is not None and block_cosets is not None:
             cosets[first : first + count] = block_cosets
-    return replace(q, cosets=cosets, symbols=symbols)
+        # The decoder's own arithmetic (spec §6.4, §6.5), so the error measured is the real one.
+        scaled = codec.reconstruct(block_cosets, block_symbols, centred).reshape(-1) * scale
+        decoded = round_to_dtype(scaled[: part.size], dtype).astype(np.float64)
+        squared_error += float(np.sum((decoded - block[: part.size]) ** 2))
+    return replace(q, cosets=cosets, symbols=symbols, squared_error=squared_error)
 
 
 def with_centroid_codebook(q: QuantizedTensor, values: np.ndarray, name: str) -> QuantizedTensor:
