@@ -207,8 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="udnc", description="Universal deep neural network compression (.udnc files)."
     )
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    quiet_help = "print nothing on success"
+    parser.add_argument("-q", "--quiet", action="store_true", help=quiet_help)
+    common = argparse.ArgumentParser(add_help=False)  # -q is also accepted after the command
+    common.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=quiet_help
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     compress = commands.add_parser("compress", parents=[common], help="safetensors -> .udnc")

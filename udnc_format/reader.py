@@ -3,20 +3,20 @@ when that tensor is asked for."""
 
 from __future__ import annotations
 
-import mmap
 import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from . import coders
 from .decoder import decode_tensor
 from .errors import ChecksumError, TensorNotFoundError, TruncatedError, UDNCError
+from .fileio import read_at
 from .header import StreamRef, TensorEntry, read_header
 
 
@@ -85,25 +85,20 @@ class UDNCFile:
     """
 
     def __init__(self, source: bytes | bytearray | memoryview | str | os.PathLike[str]) -> None:
-        self._file = None
-        self._map: mmap.mmap | None = None
-        self._data: Any = b""
+        self._file: BinaryIO | None = None
+        self._data: memoryview | None = None
         if isinstance(source, (bytes, bytearray, memoryview)):
             self.source = "<bytes>"
             self._data = memoryview(source).cast("B")
+            self.size = len(self._data)
         else:
             self.source = os.fspath(source)
             try:
                 self._file = open(source, "rb")  # noqa: SIM115 - closed by close()
-                size = os.fstat(self._file.fileno()).st_size
-                self._map = (
-                    mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else None
-                )
+                self.size = os.fstat(self._file.fileno()).st_size
             except OSError as exc:
                 self.close()
                 raise UDNCError(f"{self.source}: cannot read: {exc.strerror or exc}") from None
-            self._data = self._map if self._map is not None else b""
-        self.size = len(self._data)
         try:
             self.header, self.data_start = read_header(self._read, self.size)
         except UDNCError as exc:
@@ -112,7 +107,10 @@ class UDNCFile:
         self._entries = {entry.name: entry for entry in self.header.tensors}
 
     def _read(self, offset: int, length: int) -> bytes:
-        return bytes(self._data[offset : offset + length])
+        if self._data is not None:
+            return bytes(self._data[offset : offset + length])
+        assert self._file is not None
+        return read_at(self._file, offset, length)
 
     def _fetch(self, stream: StreamRef, index: int) -> bytes:
         chunk = stream.chunks[index]
@@ -165,11 +163,9 @@ class UDNCFile:
 
     def close(self) -> None:
         """Release the file; tensors already returned stay valid."""
-        if isinstance(self._data, memoryview):
+        if self._data is not None:
             self._data.release()
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+            self._data = None
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import mmap
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 from .constants import Dtype
 from .dtypes import NUMPY_DTYPES, itemsize, to_little_endian_bytes
 from .errors import InvalidInputError
+from .fileio import read_array
 from .writer import atomic_write
 
 _LENGTH_SIZE = 8
@@ -91,7 +91,6 @@ class SafetensorsReader:
             if not 0 <= begin <= end <= data_size or end - begin != spec.nbytes:
                 raise self._fail(f"tensor {name!r}: data_offsets {[begin, end]} do not fit")
             self._specs[name], self._offsets[name] = spec, (begin, end)
-        self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if size else None
 
     def _entry(self, name: str, info: Any) -> tuple[TensorSpec, tuple[int, int]]:
         try:
@@ -113,13 +112,14 @@ class SafetensorsReader:
 
     def get(self, name: str) -> np.ndarray:
         """A copy of tensor ``name`` (little-endian, its own dtype and shape)."""
-        spec, (begin, end) = self._specs[name], self._offsets[name]
-        raw = self._map[self.data_start + begin : self.data_start + end] if self._map else b""
-        return np.frombuffer(raw, dtype=NUMPY_DTYPES[spec.dtype]).reshape(spec.shape).copy()
+        spec, begin = self._specs[name], self._offsets[name][0]
+        dtype = NUMPY_DTYPES[spec.dtype]
+        try:
+            return read_array(self._file, self.data_start + begin, dtype, spec.shape)
+        except (OSError, EOFError) as exc:
+            raise InvalidInputError(f"{self.path}: tensor {name!r}: cannot read: {exc}") from None
 
     def close(self) -> None:
-        if getattr(self, "_map", None) is not None:
-            self._map.close()  # type: ignore[union-attr]
         self._file.close()
 
     def __enter__(self) -> SafetensorsReader:

@@ -1,0 +1,281 @@
+"""Shared constants and helpers of the udnc_format tests.
+
+The lattice constants here are written out from the literature (and spec/udnc-v1.md §6.1), not
+read from udnc_format, so that a wrong constant in the package makes a test fail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import udnc_format
+from udnc_format import layout
+from udnc_format.encoder import EncodedTensor, EncodeOptions, encode_tensors
+from udnc_format.header import (
+    Header,
+    Section,
+    StreamRef,
+    TensorEntry,
+    build_header,
+    read_header,
+)
+
+settings.register_profile(
+    "udnc",
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("udnc")
+
+LATTICES = ["Z1", "Z2", "Z3", "Z4", "Z5", "Z6", "Z7", "Z8", "A2", "D4", "E8"]
+CODERS = ["raw", "zstd", "lzma", "bz2", "deflate"]
+QUANTIZABLE_DTYPES = [np.float16, "bfloat16", np.float32, np.float64]
+
+# Normalized second moments G(Λ) (Conway & Sloane, SPLAG, table 2.3).
+SECOND_MOMENT = {"A2": 0.080188, "D4": 0.076603, "E8": 0.071682}
+# Covering radii in the native units of spec §6.1 (A2 with unit minimal distance, D4 and E8
+# with minimal distance sqrt 2).
+COVERING_RADIUS = {"A2": 1.0 / math.sqrt(3.0), "D4": 1.0, "E8": 1.0}
+
+
+def dimension(lattice: str) -> int:
+    """n of a lattice name."""
+    return {"A2": 2, "D4": 4, "E8": 8}.get(lattice) or int(lattice[1:])
+
+
+def second_moment(lattice: str) -> float:
+    return SECOND_MOMENT.get(lattice, 1.0 / 12.0)
+
+
+def covering_radius(lattice: str) -> float:
+    """Largest distance from a point of space to its nearest lattice point (native units)."""
+    return COVERING_RADIUS.get(lattice, math.sqrt(dimension(lattice)) / 2.0)
+
+
+def as_dtype(dtype: Any) -> np.dtype:
+    """np.dtype of a numpy type or of an ml_dtypes name such as "bfloat16"."""
+    if isinstance(dtype, str) and not hasattr(np, dtype):
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, dtype))
+    return np.dtype(dtype)
+
+
+def unit_roundoff(dtype: np.dtype) -> float:
+    """Half an ulp at 1 of a float dtype; bf16/f16 are reached through binary32 (spec §6.5),
+    whose double rounding can cost one more binary32 half-ulp."""
+    return {8: 2.0**-53, 4: 2.0**-24}.get(dtype.itemsize, 0.0) or (
+        2.0**-11 + 2.0**-24 if dtype == np.float16 else 2.0**-8 + 2.0**-24
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding and decoding
+
+
+def save_and_load(tensors: Mapping[str, np.ndarray], **options: Any) -> tuple[bytes, dict]:
+    data = udnc_format.save(tensors, **options)
+    return data, udnc_format.load(data)
+
+
+def info_of(data: bytes, name: str) -> udnc_format.TensorInfo:
+    with udnc_format.UDNCFile(data) as handle:
+        return handle.info(name)
+
+
+def stored_mask(data: bytes, name: str) -> np.ndarray | None:
+    """The kept-weights mask of a quantized tensor, read from the file's mask stream (None
+    without pruning); decoded here with the coders directly, not with the tensor decoder."""
+    from udnc_format.coders import decompress
+
+    with udnc_format.UDNCFile(data) as handle:
+        entry = next(t for t in handle.header.tensors if t.name == name)
+    q = entry.quantized
+    if q is None or q.mask is None:
+        return None
+    raw = b"".join(
+        decompress(q.mask.coder, data[c.offset : c.offset + c.stored_length], c.raw_length)
+        for c in q.mask.chunks
+    )
+    bits = np.unpackbits(np.frombuffer(raw, np.uint8), bitorder="little")
+    return bits[: entry.elements].astype(bool)
+
+
+def assert_within_quantizer_bound(
+    original: np.ndarray, decoded: np.ndarray, data: bytes, name: str
+) -> None:
+    """Per lattice vector of kept weights, |w − ŵ| ≤ covering radius × scale, plus the rounding
+    to the output dtype (spec §6.5). In codebook mode the codeword is the centroid of the
+    targets of its cell, also in the cell, so the bound is the cell's diameter, plus the
+    binary32 rounding of the codeword. Pruned weights decode to +0.0."""
+    info = info_of(data, name)
+    flat = np.asarray(original, dtype=np.float64).reshape(-1)
+    out = np.asarray(decoded, dtype=np.float64).reshape(-1)
+    if info.encoding == "passthrough":
+        assert decoded.tobytes() == np.ascontiguousarray(original, decoded.dtype).tobytes()
+        return
+    mask = stored_mask(data, name)
+    if mask is not None:
+        assert info.pruned
+        pruned = decoded.reshape(-1)[~mask]
+        assert np.all(pruned == 0) and not np.signbit(pruned.astype(np.float64)).any()
+        flat, out = flat[mask], out[mask]
+    n = dimension(info.lattice)
+    pad = -flat.size % n
+    error = np.pad(flat - out, (0, pad)).reshape(-1, n)
+    magnitude = np.pad(np.maximum(np.abs(out), np.abs(flat)), (0, pad)).reshape(-1, n)
+    radius = covering_radius(info.lattice) * info.scale
+    if info.codebook_size:
+        radius = 2 * radius + np.linalg.norm(magnitude, axis=1) * 2.0**-22
+    rounding = np.linalg.norm(magnitude, axis=1) * 2 * unit_roundoff(decoded.dtype)
+    tiny = 2.0**-24 if decoded.dtype.itemsize == 2 else 1e-300  # binary16 subnormal spacing
+    bound = radius * (1 + 1e-9) + rounding + math.sqrt(n) * tiny
+    worst = np.linalg.norm(error, axis=1) - bound
+    assert worst.max(initial=-1.0) <= 0, f"error exceeds the bound by {worst.max()}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Crafting files
+
+
+def encode(tensors: Any, **options: Any) -> list[EncodedTensor]:
+    """The reference encoder's table entries (chunk offsets unset) and chunk payloads."""
+    return list(encode_tensors(tensors, EncodeOptions.from_kwargs(**options)))
+
+
+def _placed(stream: StreamRef, offset: int) -> tuple[StreamRef, int]:
+    chunks = []
+    for chunk in stream.chunks:
+        chunks.append(dataclasses.replace(chunk, offset=offset))
+        offset += chunk.stored_length
+    return dataclasses.replace(stream, chunks=tuple(chunks)), offset
+
+
+def place(entry: TensorEntry, offset: int) -> tuple[TensorEntry, int]:
+    """The entry with its chunks back to back from ``offset`` (mask, codebook, symbols)."""
+    if entry.passthrough is not None:
+        stream, offset = _placed(entry.passthrough, offset)
+        return dataclasses.replace(entry, passthrough=stream), offset
+    q = entry.quantized
+    assert q is not None
+    moved = {}
+    for key in ("mask", "codebook", "symbols"):
+        if getattr(q, key) is not None:
+            moved[key], offset = _placed(getattr(q, key), offset)
+    return dataclasses.replace(entry, quantized=dataclasses.replace(q, **moved)), offset
+
+
+def lay_out(
+    items: Sequence[tuple[TensorEntry, Sequence[bytes]] | EncodedTensor],
+    *,
+    metadata: Mapping[str, str] | None = None,
+    sections: Sequence[Section] = (),
+    edit: Callable[[list[TensorEntry]], list[TensorEntry]] | None = None,
+) -> bytes:
+    """A file built with header.build_header from table entries and payloads: chunks back to
+    back after the header; ``edit`` may then change the placed entries (same header size)."""
+    pairs = [(i.entry, i.payloads) if isinstance(i, EncodedTensor) else i for i in items]
+    meta = MappingProxyType(dict(metadata or {}))
+
+    def header(entries: Sequence[TensorEntry]) -> Header:
+        return Header(tuple(entries), meta, tuple(sections))
+
+    offset = len(build_header(header([e for e, _ in pairs])))
+    placed = []
+    for entry, _ in pairs:
+        entry, offset = place(entry, offset)
+        placed.append(entry)
+    if edit is not None:
+        placed = edit(placed)
+    return build_header(header(placed)) + b"".join(b"".join(p) for _, p in pairs)
+
+
+def replace_header(data: bytes, edit: Callable[[Header], Header]) -> bytes:
+    """The file with its header rebuilt from ``edit(header)``; the data region is kept, so the
+    edit must not change the header's size."""
+    header, data_start = read_header(lambda o, n: data[o : o + n], len(data))
+    head = build_header(edit(header))
+    assert len(head) == data_start, "the edit changed the header size"
+    return head + data[data_start:]
+
+
+def with_header_crc(data: bytes) -> bytes:
+    """The file with its header CRC recomputed (over preamble and header body)."""
+    length = int.from_bytes(data[12:16], "little")
+    end = 16 + length
+    if end + 4 > len(data):
+        return data
+    return data[:end] + zlib.crc32(data[:end]).to_bytes(4, "little") + data[end + 4 :]
+
+
+def iter_chunk_containers(body: Any) -> Iterator[Any]:
+    """Every Chunk container of a parsed header body (construct layout)."""
+    for tensor in body.tensors:
+        if tensor.encoding == 0:
+            yield from tensor.body.chunks
+        elif tensor.encoding == 1:
+            for key in ("mask", "codebook", "symbols"):
+                if tensor.body[key] is not None:
+                    yield from tensor.body[key].chunks
+
+
+def edit_header_body(data: bytes, edit: Callable[[Any], None]) -> bytes:
+    """The file with its header body parsed by udnc_format.layout, changed in place by
+    ``edit``, and rebuilt with a fresh length and CRC; if the body's size changes, the chunk
+    offsets move with the data region."""
+    length = int.from_bytes(data[12:16], "little")
+    body = layout.HeaderBody.parse(data[16 : 16 + length])
+    edit(body)
+    rebuilt = layout.HeaderBody.build(body)
+    shift = len(rebuilt) - length
+    if shift:
+        for chunk in iter_chunk_containers(body):
+            chunk.offset += shift
+        rebuilt = layout.HeaderBody.build(body)
+    head = data[:12] + len(rebuilt).to_bytes(4, "little") + rebuilt
+    return head + zlib.crc32(head).to_bytes(4, "little") + data[20 + length :]
+
+
+def data_start(data: bytes) -> int:
+    return 20 + int.from_bytes(data[12:16], "little")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20240611)
+
+
+@pytest.fixture(scope="session")
+def small_file() -> bytes:
+    """A small valid file with every stream kind: passthrough; E8 with mask, codebook and two
+    symbol chunks; D4 (deflate) with several chunks and a padded last vector; metadata."""
+    rng = np.random.default_rng(7)
+    items = encode(
+        {"bias": np.arange(6, dtype=np.int16), "w.e8": rng.normal(size=(6, 20))},
+        lattice="E8",
+        step=0.4,
+        prune=0.25,
+        codebook=True,
+        min_elements=1,
+        chunk_weights=40,
+    )
+    items += encode(
+        {"w.d4": rng.normal(size=(5, 17)).astype(np.float32)},
+        lattice="D4",
+        step=0.3,
+        seed=1,
+        min_elements=1,
+        chunk_weights=24,
+        coder="deflate",
+    )
+    return lay_out(items, metadata={"license": "MIT"})
