@@ -24,7 +24,6 @@ MAX_ELEMENTS = 1 << 48
 MAX_CHUNK_RAW = 1 << 31  # decoded bytes of one chunk
 MAX_CODEBOOK_SIZE = 1 << 24  # codewords in one codebook
 MAX_ABS_COORDINATE = 1 << 24  # |lattice symbol|: keeps p - u exact in binary64 (spec §6.4)
-ESCAPE_BYTE = 0xFF  # spec §6.2: a symbol byte of 255 defers to the escape area
 
 # Encoder defaults (the encoder is free; these are the reference encoder's choices).
 DEFAULT_CHUNK_WEIGHTS = 1 << 20
@@ -95,9 +94,13 @@ class Prng(enum.IntEnum):
 
 
 class Serialization(enum.IntEnum):
-    """How integer symbols become the bytes a coder sees (spec §6.2)."""
+    """How symbol values become the bytes a coder sees (spec §6.2): fields of 1, 2, 4 or 8 bits
+    (the value is the width) with two levels of escape."""
 
-    U8_ESCAPE = 1
+    PACKED1 = 1
+    PACKED2 = 2
+    PACKED4 = 4
+    PACKED8 = 8
 
 
 class SectionFlag(enum.IntFlag):

@@ -86,7 +86,7 @@ def decode_chunk(
         else None
     )
     if codebook is not None:
-        indices = deserialize(raw, 0, count, q.codebook_size).astype(np.intp)
+        indices = deserialize(raw, 0, count, q.serialization, q.codebook_size).astype(np.intp)
         chosen = codebook[indices]
         return chosen if centred is None else chosen - codec.offsets(centred)
     cosets = None
@@ -94,5 +94,6 @@ def decode_chunk(
     if codec.has_coset_bit:
         cosets = unpack_bits(raw, 0, count)
         start = (count + 7) // 8
-    symbols = unzigzag(deserialize(raw, start, count * n, _SYMBOL_LIMIT)).reshape(count, n)
+    values = deserialize(raw, start, count * n, q.serialization, _SYMBOL_LIMIT)
+    symbols = unzigzag(values).reshape(count, n)
     return codec.reconstruct(cosets, symbols, centred)

@@ -41,7 +41,7 @@ from .quantizer import (
     sum_of_squares,
     with_centroid_codebook,
 )
-from .symbols import pack_bits, serialize, zigzag
+from .symbols import best_field_width, pack_bits, serialize, zigzag
 
 # Rate control by SQNR: the decoded SQNR lands within this many dB of the target.
 SQNR_TOLERANCE_DB = 0.1
@@ -309,16 +309,20 @@ def chunk_vectors_for(options: EncodeOptions, lattice: Lattice) -> int:
     return max(1, options.chunk_weights // get_lattice(lattice).dim)
 
 
-def _symbol_chunks(q: QuantizedTensor, chunk_vectors: int) -> Iterator[bytes]:
-    """spec §6.2: each chunk is [coset bitmap] [symbol bytes] [escape area]."""
+def _symbol_values(q: QuantizedTensor, first: int, last: int) -> np.ndarray:
+    """The unsigned values that vectors ``first .. last-1`` store (spec §6.2)."""
+    if q.indices is not None:
+        return q.indices[first:last].astype(np.uint64)
+    assert q.symbols is not None
+    return zigzag(q.symbols[first:last])
+
+
+def _symbol_chunks(q: QuantizedTensor, chunk_vectors: int, bits: int) -> Iterator[bytes]:
+    """spec §6.2: each chunk is [coset bitmap] [packed fields] [escapes]."""
     for first in range(0, q.vectors, chunk_vectors):
         last = min(first + chunk_vectors, q.vectors)
-        if q.indices is not None:
-            yield serialize(q.indices[first:last].astype(np.uint64))
-            continue
-        assert q.symbols is not None
         bitmap = pack_bits(q.cosets[first:last]) if q.cosets is not None else b""
-        yield bitmap + serialize(zigzag(q.symbols[first:last]))
+        yield bitmap + serialize(_symbol_values(q, first, last), bits)
 
 
 def _lattice_entry(
@@ -329,10 +333,13 @@ def _lattice_entry(
     codebook = (
         builder.byte_stream(q.codebook.astype("<f4").tobytes()) if q.codebook is not None else None
     )
+    # The field width that codes the first chunk smallest serves the whole tensor.
+    sample = _symbol_values(q, 0, min(chunk_vectors, q.vectors))
+    bits = best_field_width(sample, lambda raw: coders.compress(options.coder, raw, options.level))
     params = LatticeParams(
         lattice=q.lattice,
         prng=q.prng,
-        serialization=Serialization.U8_ESCAPE,
+        serialization=Serialization(bits),
         scale=q.scale,
         seed=q.seed,
         dither_stream=q.dither_stream,
@@ -340,6 +347,6 @@ def _lattice_entry(
         codebook_size=0 if q.codebook is None else len(q.codebook),
         mask=mask,
         codebook=codebook,
-        symbols=builder.stream(_symbol_chunks(q, chunk_vectors)),
+        symbols=builder.stream(_symbol_chunks(q, chunk_vectors, bits)),
     )
     return TensorEntry(name, q.dtype, q.shape, quantized=params)
