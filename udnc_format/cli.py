@@ -17,11 +17,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from .checkpoint import Checkpoint, index_path, write_shards
 from .constants import Coder, Lattice
 from .encoder import EncodeOptions, encode_tensors
 from .errors import InvalidInputError, UDNCError, WriteError
 from .rate import sqnr_for_bits
-from .reader import TensorInfo, UDNCFile
+from .reader import TensorInfo
 from .safetensors_io import TensorSpec, iter_checkpoint, write_safetensors
 from .writer import write_file
 
@@ -50,6 +51,26 @@ def _progress(
             bar.update(size)
 
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``"500M"``, ``"2G"``, ``"1.5G"`` or a number of bytes.
+
+    >>> parse_size("2G"), parse_size("512k"), parse_size("1000")
+    (2147483648, 524288, 1000)
+    """
+    number = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = number[-1:] if number[-1:] in _SIZE_UNITS else ""
+    try:
+        value = float(number[: len(number) - len(unit)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 500M or 2G)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return int(value * _SIZE_UNITS[unit])
+
+
 def _check_output(path: Path, force: bool) -> None:
     if path.exists() and not force:
         raise WriteError(f"{path}: exists; use --force to overwrite")
@@ -57,7 +78,7 @@ def _check_output(path: Path, force: bool) -> None:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     source, target = Path(args.input), Path(args.output)
-    _check_output(target, args.force)
+    _check_output(index_path(target) if args.shard_size else target, args.force)
     specs, metadata, tensors = iter_checkpoint(source)
     for item in args.metadata or ():
         key, sep, value = item.partition("=")
@@ -89,28 +110,28 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
         options = replace(options, sqnr=sqnr_for_bits(passes, options, args.bits, report))
     tensors = _progress(tensors, sizes, "compress", args.quiet)
-    write_file(encode_tensors(tensors, options), options.metadata, target)
+    encoded = encode_tensors(tensors, options)
+    if args.shard_size:
+        target = write_shards(encoded, options.metadata, target, args.shard_size)[-1]
+    else:
+        write_file(encoded, options.metadata, target)
     if not args.quiet:
-        with UDNCFile(target) as handle:
-            _print_summary(handle, source.stat().st_size, target)
+        with Checkpoint(target) as handle:
+            quantized = sum(handle.info(name).encoding == "lattice" for name in handle)
+            size, source_size = handle.file_bytes, sum(sizes)
+            shards = f" in {len(handle.files)} shards" if len(handle.files) > 1 else ""
+            print(
+                f"{target}: {len(handle)} tensors ({quantized} quantized){shards}, "
+                f"{source_size:,} -> {size:,} bytes, ratio {source_size / max(size, 1):.2f}"
+            )
     return EXIT_OK
-
-
-def _print_summary(handle: UDNCFile, source_size: int, target: Path) -> None:
-    infos = [handle.info(name) for name in handle]
-    quantized = [i for i in infos if i.encoding == "lattice"]
-    size = target.stat().st_size
-    print(
-        f"{target}: {len(infos)} tensors ({len(quantized)} quantized), "
-        f"{source_size:,} -> {size:,} bytes, ratio {source_size / max(size, 1):.2f}"
-    )
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
     source, target = Path(args.input), Path(args.output)
     _check_output(target, args.force)
     with _open(source) as handle:
-        specs = [TensorSpec(e.name, e.dtype, e.shape) for e in handle.header.tensors]
+        specs = [TensorSpec(e.name, e.dtype, e.shape) for e in handle.entries()]
         names = _progress(
             [s.name for s in specs], [s.nbytes for s in specs], "decompress", args.quiet
         )
@@ -121,10 +142,8 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _open(path: Path) -> UDNCFile:
-    if not path.exists():
-        raise InvalidInputError(f"{path}: no such file")
-    return UDNCFile(path)
+def _open(path: Path) -> Checkpoint:
+    return Checkpoint(path)
 
 
 def _info_dict(info: TensorInfo) -> dict[str, Any]:
@@ -151,8 +170,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     with _open(path) as handle:
         infos = [handle.info(name) for name in handle]
         metadata = handle.metadata()
-        major, minor = handle.header.major, handle.header.minor
-    file_size = path.stat().st_size
+        versions = sorted({f"{f.header.major}.{f.header.minor}" for f in handle.files})
+        file_size, shards = handle.file_bytes, len(handle.files)
     source = sum(i.source_bytes for i in infos)
     totals = {
         "file_bytes": file_size,
@@ -163,14 +182,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     }
     if args.json:
         document = {
-            "version": f"{major}.{minor}",
+            "version": versions[0] if len(versions) == 1 else versions,
+            "shards": shards,
             "metadata": metadata,
             "tensors": [_info_dict(i) for i in infos],
             "totals": totals,
         }
         print(json.dumps(document, indent=2))
         return EXIT_OK
-    print(f"{path}: .udnc {major}.{minor}, {len(infos)} tensors")
+    in_shards = f" in {shards} shards" if shards > 1 else ""
+    print(f"{path}: .udnc {', '.join(versions)}, {len(infos)} tensors{in_shards}")
     header = f"{'name':40} {'dtype':6} {'shape':18} {'lattice':7} {'step':>10} {'dither':6} "
     print(header + f"{'bits/w':>7} {'bytes':>10} coder")
     for i in infos:
@@ -194,7 +215,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     path = Path(args.input)
     with _open(path) as handle:
-        sizes = [entry.source_bytes for entry in handle.header.tensors]
+        sizes = [entry.source_bytes for entry in handle.entries()]
         for name in _progress(handle.keys(), sizes, "verify", args.quiet):
             handle.get_tensor(name)
         count = len(handle)
@@ -235,11 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--codebook", action="store_true", help="store fitted shared vectors")
     compress.add_argument("--keep", action="append", metavar="GLOB", help="keep tensors lossless")
     compress.add_argument("--metadata", action="append", metavar="KEY=VALUE")
+    compress.add_argument(
+        "--shard-size",
+        type=parse_size,
+        metavar="SIZE",
+        help="split the output into shards of about SIZE (e.g. 2G) with an index",
+    )
     compress.add_argument("-f", "--force", action="store_true", help="overwrite the output")
     compress.set_defaults(run=cmd_compress)
 
     decompress = commands.add_parser("decompress", parents=[common], help=".udnc -> safetensors")
-    decompress.add_argument("input")
+    decompress.add_argument("input", help="a .udnc file or a sharded *.udnc.index.json")
     decompress.add_argument("-o", "--output", required=True)
     decompress.add_argument("-f", "--force", action="store_true", help="overwrite the output")
     decompress.set_defaults(run=cmd_decompress)

@@ -13,29 +13,45 @@ from typing import IO
 
 from .encoder import EncodedTensor
 from .errors import UDNCError, WriteError
-from .header import Header, build_header, relocate
+from .header import Header, TensorEntry, build_header, relocate
+
+
+class Assembler:
+    """Collects encoded tensors, their chunks spooled as they come (so only one tensor is in
+    memory at a time), and writes the file: the header, whose size is known only once every
+    tensor is, then the spooled data."""
+
+    def __init__(self, metadata: Mapping[str, str], spool: IO[bytes]) -> None:
+        self.metadata, self.spool = metadata, spool
+        self.entries: list[TensorEntry] = []
+        self.data_bytes = 0
+
+    def add(self, item: EncodedTensor) -> None:
+        self.entries.append(item.entry)
+        for payload in item.payloads:
+            self.spool.write(payload)
+            self.data_bytes += len(payload)
+
+    def finish(self, out: IO[bytes]) -> None:
+        # Offsets are fixed-width, so the header's size does not depend on their values.
+        offset = len(build_header(Header(tuple(self.entries), self.metadata)))
+        placed = []
+        for entry in self.entries:
+            entry, offset = relocate(entry, offset)
+            placed.append(entry)
+        out.write(build_header(Header(tuple(placed), self.metadata)))
+        self.spool.seek(0)
+        shutil.copyfileobj(self.spool, out, 1 << 20)
 
 
 def assemble(
     encoded: Iterable[EncodedTensor], metadata: Mapping[str, str], out: IO[bytes], spool: IO[bytes]
 ) -> None:
-    """Write a whole file to ``out``. Chunks go to ``spool`` as each tensor is encoded (so only
-    one tensor is in memory at a time) and are copied after the header, whose size is known
-    only once every tensor is."""
-    entries = []
+    """Write a whole file to ``out``, spooling chunks in ``spool``."""
+    assembler = Assembler(metadata, spool)
     for item in encoded:
-        entries.append(item.entry)
-        for payload in item.payloads:
-            spool.write(payload)
-    # Offsets are fixed-width, so the header's size does not depend on their values.
-    data_start = len(build_header(Header(tuple(entries), metadata)))
-    offset, placed = data_start, []
-    for entry in entries:
-        entry, offset = relocate(entry, offset)
-        placed.append(entry)
-    out.write(build_header(Header(tuple(placed), metadata)))
-    spool.seek(0)
-    shutil.copyfileobj(spool, out, 1 << 20)
+        assembler.add(item)
+    assembler.finish(out)
 
 
 def assemble_bytes(encoded: Iterable[EncodedTensor], metadata: Mapping[str, str]) -> bytes:

@@ -1,0 +1,187 @@
+"""Checkpoints split over several .udnc files ("shards") with a JSON index, in the manner of
+``model.safetensors.index.json``: ``model.udnc.index.json`` maps each tensor to its shard
+``model-00001-of-00003.udnc``. Each shard is a complete .udnc file of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from .encoder import EncodedTensor
+from .errors import InvalidInputError, TensorNotFoundError, UDNCError, WriteError
+from .header import TensorEntry
+from .reader import TensorInfo, UDNCFile
+from .writer import Assembler, atomic_write
+
+INDEX_SUFFIX = ".index.json"
+INDEX_FORMAT = "udnc-index"
+INDEX_VERSION = 1
+
+
+def index_path(path: str | os.PathLike[str]) -> Path:
+    """Where the index of a sharded output named ``path`` goes: ``model.udnc.index.json``."""
+    return Path(f"{os.fspath(path)}{INDEX_SUFFIX}")
+
+
+def shard_name(path: Path, number: int, total: int) -> str:
+    """``model-00001-of-00003.udnc`` for an output named ``model.udnc``."""
+    stem = path.name[: -len(".udnc")] if path.name.endswith(".udnc") else path.name
+    return f"{stem}-{number:05d}-of-{total:05d}.udnc"
+
+
+def write_shards(
+    encoded: Iterable[EncodedTensor],
+    metadata: Mapping[str, str],
+    path: str | os.PathLike[str],
+    shard_bytes: int,
+) -> list[Path]:
+    """Write tensors into shards of about ``shard_bytes`` of data each (a tensor is never split)
+    and the index; return every path written, the index last. Nothing is left behind on
+    failure: shards are renamed into place only once all are complete, the index last."""
+    if shard_bytes <= 0:
+        raise InvalidInputError(f"shard size must be positive, got {shard_bytes}")
+    target = Path(path)
+    temporaries: list[tuple[Path, list[str]]] = []
+    placed: list[Path] = []
+    try:
+        with tempfile.TemporaryFile(dir=target.parent) as spool:
+            assembler = Assembler(metadata, spool)
+
+            def close_shard() -> None:
+                with tempfile.NamedTemporaryFile(
+                    dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+                ) as out:
+                    temporaries.append((Path(out.name), [e.name for e in assembler.entries]))
+                    assembler.finish(out)
+                    out.flush()
+                    os.fsync(out.fileno())
+                spool.seek(0)
+                spool.truncate()
+
+            for item in encoded:
+                size = sum(len(p) for p in item.payloads)
+                if assembler.entries and assembler.data_bytes + size > shard_bytes:
+                    close_shard()
+                    assembler = Assembler(metadata, spool)
+                assembler.add(item)
+            close_shard()
+        total = len(temporaries)
+        weight_map: dict[str, str] = {}
+        for number, (temporary, names) in enumerate(temporaries, start=1):
+            final = target.parent / shard_name(target, number, total)
+            os.replace(temporary, final)
+            placed.append(final)
+            weight_map.update(dict.fromkeys(names, final.name))
+        index = {
+            "format": INDEX_FORMAT,
+            "version": INDEX_VERSION,
+            "metadata": dict(metadata),
+            "weight_map": weight_map,
+        }
+        text = json.dumps(index, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
+
+        def write_index(out: IO[bytes]) -> None:
+            out.write(text)
+
+        atomic_write(index_path(target), write_index)
+        return [*placed, index_path(target)]
+    except BaseException as exc:
+        for temporary, _ in temporaries:
+            temporary.unlink(missing_ok=True)
+        for final in placed:
+            final.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, UDNCError):
+            raise WriteError(f"{target}: write failed: {exc.strerror or exc}") from None
+        raise
+
+
+class Checkpoint:
+    """A .udnc file or a sharded checkpoint (its ``*.udnc.index.json``), read lazily: the
+    same questions as :class:`UDNCFile`, across all shards."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InvalidInputError(f"{self.path}: no such file")
+        self._files: list[UDNCFile] = []
+        self._owner: dict[str, UDNCFile] = {}
+        try:
+            for shard in self._shards():
+                handle = UDNCFile(shard)
+                self._files.append(handle)
+                for name in handle:
+                    if name in self._owner:
+                        raise InvalidInputError(f"{shard}: tensor {name!r} is in two shards")
+                    self._owner[name] = handle
+        except BaseException:
+            self.close()
+            raise
+
+    def _shards(self) -> list[Path]:
+        if not self.path.name.endswith(INDEX_SUFFIX):
+            return [self.path]
+        try:
+            index: Any = json.loads(self.path.read_text(encoding="utf-8"))
+            names = list(dict.fromkeys(index["weight_map"].values()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise InvalidInputError(f"{self.path}: not a udnc index ({exc})") from None
+        if index.get("format") != INDEX_FORMAT:
+            raise InvalidInputError(f"{self.path}: not a udnc index (format is not {INDEX_FORMAT})")
+        if not all(isinstance(n, str) and n and Path(n).name == n for n in names):
+            raise InvalidInputError(f"{self.path}: weight_map names a shard outside its directory")
+        return [self.path.parent / name for name in names]
+
+    @property
+    def files(self) -> list[UDNCFile]:
+        return list(self._files)
+
+    @property
+    def file_bytes(self) -> int:
+        """Bytes of every shard."""
+        return sum(handle.size for handle in self._files)
+
+    def keys(self) -> list[str]:
+        return list(self._owner)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._owner)
+
+    def __len__(self) -> int:
+        return len(self._owner)
+
+    def entries(self) -> list[TensorEntry]:
+        return [entry for handle in self._files for entry in handle.header.tensors]
+
+    def metadata(self) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for handle in self._files:
+            merged.update(handle.metadata())
+        return merged
+
+    def _handle(self, name: str) -> UDNCFile:
+        try:
+            return self._owner[name]
+        except KeyError:
+            raise TensorNotFoundError(f"{self.path}: no tensor named {name!r}") from None
+
+    def info(self, name: str) -> TensorInfo:
+        return self._handle(name).info(name)
+
+    def get_tensor(self, name: str) -> np.ndarray:
+        return self._handle(name).get_tensor(name)
+
+    def close(self) -> None:
+        for handle in self._files:
+            handle.close()
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
