@@ -55,7 +55,8 @@ class EncodeOptions:
     lattice      "Z1".."Z8", "A2", "D4" or "E8"
     step         Δ, the lattice scaled so that its cell volume is Δ^n: one number for every
                  quantized tensor, or a mapping from tensor name to Δ (others use ``sqnr``)
-    sqnr         target signal-to-quantization-noise ratio in dB per tensor (default 30)
+    sqnr         target signal-to-quantization-noise ratio in dB per tensor (default 30); with
+                 pruning, of the weights kept
     dither       subtractive dither on (default) or plain lattice quantization
     seed         64-bit dither seed
     coder        "zstd" (default), "lzma", "bz2", "deflate" or "raw"; ``level`` its level
@@ -262,8 +263,9 @@ def _encode_quantized(
 ) -> EncodedTensor:
     mask = prune_mask(values, options.prune)
     kept = values if mask is None else values[mask]
-    total_energy = sum_of_squares(values)
-    pruned_error = 0.0 if mask is None else total_energy - sum_of_squares(kept)
+    # With pruning, the SQNR target is that of the quantization of the weights kept: the
+    # pruned weights' error is what the user asked for with the prune fraction.
+    energy = sum_of_squares(kept)
 
     def lattice_quantize(step: float) -> QuantizedTensor:
         return quantize(
@@ -293,12 +295,10 @@ def _encode_quantized(
     # SQNR target: start from the dithered quantizer's exact expectation G·Δ², then correct by
     # the SQNR actually decoded (small tensors, no dither, codebooks and output rounding differ).
     target = DEFAULT_SQNR_DB if options.sqnr is None else options.sqnr
-    step = step_for_sqnr(
-        kept, total_energy, target, get_lattice(options.lattice), pruned_error, name
-    )
+    step = step_for_sqnr(energy, kept.size, target, get_lattice(options.lattice))
     for _ in range(MAX_RATE_ITERATIONS):
         q = lattice_quantize(step)
-        achieved = sqnr_db(total_energy, q.squared_error + pruned_error)
+        achieved = sqnr_db(energy, q.squared_error)
         if abs(achieved - target) <= SQNR_TOLERANCE_DB or not math.isfinite(achieved):
             break
         step *= 10.0 ** ((achieved - target) / 20.0)

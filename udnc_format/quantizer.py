@@ -79,22 +79,10 @@ def sum_of_squares(values: np.ndarray, block: int = 1 << 20) -> float:
     return total
 
 
-def step_for_sqnr(
-    kept: np.ndarray,
-    total_power: float,
-    sqnr_db: float,
-    codec: LatticeCodec,
-    pruned_error: float,
-    name: str,
-) -> float:
-    """Δ such that the expected dithered error G·Δ² per kept weight, plus the pruned weights'
-    energy, meets the target SQNR over the whole tensor."""
-    budget = total_power * 10.0 ** (-sqnr_db / 10.0) - pruned_error
-    if budget <= 0 or kept.size == 0:
-        raise InvalidInputError(
-            f"tensor {name!r}: pruning alone leaves an SQNR below the {sqnr_db} dB asked for"
-        )
-    return math.sqrt(budget / (kept.size * codec.second_moment))
+def step_for_sqnr(energy: float, count: int, sqnr_db: float, codec: LatticeCodec) -> float:
+    """Δ such that the dithered quantizer's expected error, G·Δ² per weight, is ``sqnr_db``
+    below the mean square ``energy / count`` of the weights."""
+    return math.sqrt(energy * 10.0 ** (-sqnr_db / 10.0) / (count * codec.second_moment))
 
 
 def centred_dither(q: QuantizedTensor, first_vector: int, vectors: int) -> np.ndarray | None:

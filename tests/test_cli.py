@@ -1,0 +1,326 @@
+"""The ``udnc`` command: every command and option, sharded inputs and outputs, and the failure
+paths (exit 1 with one line naming the file, no traceback, nothing left behind)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+from safetensors.numpy import load_file as st_load_file
+from safetensors.numpy import save_file as st_save_file
+
+import udnc_format
+from udnc_format.cli import main, parse_size
+
+RNG = np.random.default_rng(7)
+WEIGHTS = {
+    "encoder.dense.weight": RNG.laplace(scale=0.05, size=(96, 128)).astype(np.float32),
+    "encoder.dense.bias": RNG.normal(size=96).astype(np.float32),
+    "head.weight": RNG.normal(scale=0.1, size=(64, 64)).astype(np.float16),
+    "embed.weight": RNG.normal(scale=0.02, size=(200, 32)).astype(ml_dtypes.bfloat16),
+    "step": np.array(12, dtype=np.int64),
+}
+METADATA = {"format": "pt", "license": "MIT"}
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    path = tmp_path / "model.safetensors"
+    st_save_file(WEIGHTS, str(path), metadata=METADATA)
+    return path
+
+
+def run(*args: object) -> int:
+    return main([str(a) for a in args])
+
+
+def sqnr(reference: np.ndarray, decoded: np.ndarray) -> float:
+    ref, dec = reference.astype(np.float64), decoded.astype(np.float64)
+    return 10 * math.log10(np.sum(ref**2) / np.sum((ref - dec) ** 2))
+
+
+def quantized_bits(path: Path) -> float:
+    with udnc_format.open(path) as f:
+        infos = [f.info(name) for name in f if f.info(name).encoding == "lattice"]
+    return 8 * sum(i.stored_bytes for i in infos) / sum(math.prod(i.shape) for i in infos)
+
+
+def test_compress_decompress_round_trip_keeps_names_dtypes_and_metadata(checkpoint, tmp_path):
+    packed, restored = tmp_path / "m.udnc", tmp_path / "back.safetensors"
+    assert run("compress", checkpoint, "-o", packed, "-q") == 0
+    assert run("decompress", packed, "-o", restored, "-q") == 0
+    back = st_load_file(str(restored))
+    assert set(back) == set(WEIGHTS)
+    for name, original in WEIGHTS.items():
+        assert back[name].dtype == original.dtype and back[name].shape == original.shape
+    assert np.array_equal(back["encoder.dense.bias"], WEIGHTS["encoder.dense.bias"])
+    assert back["step"] == 12
+    with udnc_format.open(packed) as f:
+        assert f.metadata() == METADATA
+        assert f.info("embed.weight").dtype == "BF16"
+    for name in ("encoder.dense.weight", "head.weight", "embed.weight"):
+        assert sqnr(WEIGHTS[name], back[name]) > 25
+
+
+@pytest.mark.parametrize("target", [18.0, 27.5])
+def test_sqnr_lands_within_a_third_of_a_db_per_tensor(checkpoint, tmp_path, target):
+    packed = tmp_path / "m.udnc"
+    assert run("compress", checkpoint, "-o", packed, "--sqnr", target, "-q") == 0
+    decoded = udnc_format.load_file(packed)
+    for name in ("encoder.dense.weight", "head.weight", "embed.weight"):
+        assert abs(sqnr(WEIGHTS[name], decoded[name]) - target) <= 0.3, name
+
+
+@pytest.mark.parametrize("bits", [2.0, 3.5, 5.0])
+def test_bits_lands_within_two_percent(checkpoint, tmp_path, bits):
+    packed = tmp_path / "m.udnc"
+    assert run("compress", checkpoint, "-o", packed, "--bits", bits, "-q") == 0
+    assert abs(quantized_bits(packed) - bits) <= 0.02 * bits
+
+
+@pytest.mark.parametrize(
+    ("options", "expect"),
+    [
+        (["--lattice", "E8", "--coder", "lzma"], {"lattice": "E8", "coder": "lzma"}),
+        (["--lattice", "d4", "--coder", "bz2", "--level", "5"], {"lattice": "D4", "coder": "bz2"}),
+        (["--lattice", "A2", "--coder", "deflate"], {"lattice": "A2", "coder": "deflate"}),
+        (["--no-dither"], {"dither": False}),
+        (["--seed", "99"], {"seed": 99, "dither": True}),
+        (["--step", "0.01"], {"lattice": "Z1"}),
+        (["--prune", "0.3"], {"pruned": True}),
+        (["--codebook", "--sqnr", "15"], {}),
+    ],
+)
+def test_compress_options_are_declared_in_the_file(checkpoint, tmp_path, options, expect):
+    packed = tmp_path / "m.udnc"
+    assert run("compress", checkpoint, "-o", packed, "-q", *options) == 0
+    with udnc_format.open(packed) as f:
+        info = f.info("encoder.dense.weight")
+        for key, value in expect.items():
+            assert getattr(info, key) == value
+        if "--step" in options:
+            assert info.step == pytest.approx(0.01)
+        if "--codebook" in options:
+            assert info.codebook_size > 0
+        if "--prune" in options:
+            size = WEIGHTS["encoder.dense.weight"].size
+            pruned = np.count_nonzero(f.get_tensor("encoder.dense.weight") == 0)
+            assert pruned >= math.floor(0.3 * size)
+
+
+def test_keep_and_metadata_options(checkpoint, tmp_path):
+    packed = tmp_path / "m.udnc"
+    args = ["--keep", "head.*", "--keep", "embed.*", "--metadata", "origin=test"]
+    assert run("compress", checkpoint, "-o", packed, "-q", *args) == 0
+    with udnc_format.open(packed) as f:
+        assert f.info("head.weight").encoding == "passthrough"
+        assert f.info("embed.weight").encoding == "passthrough"
+        assert f.info("encoder.dense.weight").encoding == "lattice"
+        assert f.metadata() == {**METADATA, "origin": "test"}
+        assert np.array_equal(f.get_tensor("head.weight"), WEIGHTS["head.weight"])
+
+
+def test_info_json_reports_every_tensor_and_the_ratio(checkpoint, tmp_path, capsys):
+    packed = tmp_path / "m.udnc"
+    run("compress", checkpoint, "-o", packed, "-q")
+    capsys.readouterr()
+    assert run("info", packed, "--json") == 0
+    document = json.loads(capsys.readouterr().out)
+    tensors = {t["name"]: t for t in document["tensors"]}
+    assert set(tensors) == set(WEIGHTS)
+    dense = tensors["encoder.dense.weight"]
+    assert dense["lattice"] == "Z1" and dense["dither"] and dense["coder"] == "zstd"
+    assert dense["bits_per_weight"] > 0 and dense["step"] > 0
+    totals = document["totals"]
+    assert totals["file_bytes"] == packed.stat().st_size
+    assert totals["ratio"] == pytest.approx(totals["source_bytes"] / totals["file_bytes"])
+    assert document["metadata"] == METADATA
+
+
+def test_info_table_names_lattice_step_and_ratio(checkpoint, tmp_path, capsys):
+    packed = tmp_path / "m.udnc"
+    run("compress", checkpoint, "-o", packed, "-q", "--lattice", "E8")
+    capsys.readouterr()
+    assert run("info", packed) == 0
+    out = capsys.readouterr().out
+    assert "encoder.dense.weight" in out and "E8" in out and "compression ratio" in out
+
+
+def test_verify_passes_a_sound_file_and_fails_a_damaged_one(checkpoint, tmp_path, capsys):
+    packed = tmp_path / "m.udnc"
+    run("compress", checkpoint, "-o", packed, "-q")
+    assert run("verify", packed) == 0
+    data = bytearray(packed.read_bytes())
+    data[-10] ^= 0x40  # inside the last chunk
+    packed.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert run("verify", packed) == 1
+    err = capsys.readouterr().err
+    assert str(packed) in err and "CRC" in err and len(err.strip().splitlines()) == 1
+
+
+def test_sharded_input_goes_into_one_file(tmp_path):
+    names = sorted(WEIGHTS)
+    shards = {
+        "model-00001-of-00002.safetensors": names[:2],
+        "model-00002-of-00002.safetensors": names[2:],
+    }
+    weight_map = {}
+    for shard, members in shards.items():
+        st_save_file({n: WEIGHTS[n] for n in members}, str(tmp_path / shard), metadata=METADATA)
+        weight_map.update(dict.fromkeys(members, shard))
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    packed = tmp_path / "m.udnc"
+    assert run("compress", index, "-o", packed, "-q") == 0
+    assert set(udnc_format.load_file(packed)) == set(WEIGHTS)
+
+
+def test_shard_size_splits_the_output_and_every_command_reads_the_index(checkpoint, tmp_path):
+    target = tmp_path / "out" / "m.udnc"
+    target.parent.mkdir()
+    assert run("compress", checkpoint, "-o", target, "--shard-size", "4K", "-q") == 0
+    index = tmp_path / "out" / "m.udnc.index.json"
+    shards = sorted(p.name for p in target.parent.glob("m-*.udnc"))
+    assert len(shards) >= 2 and shards[0].endswith(f"-of-{len(shards):05d}.udnc")
+    assert set(json.loads(index.read_text())["weight_map"]) == set(WEIGHTS)
+    assert run("verify", index, "-q") == 0
+    assert run("info", index, "--json", "-q") == 0
+    restored = tmp_path / "back.safetensors"
+    assert run("decompress", index, "-o", restored, "-q") == 0
+    assert set(st_load_file(str(restored))) == set(WEIGHTS)
+    assert not list(target.parent.glob(".*tmp"))
+
+
+def test_parse_size_accepts_units():
+    assert parse_size("1.5K") == 1536 and parse_size("2MiB") == 2 << 20
+
+
+# ----------------------------------------------------------------------------------------------
+# Failure paths: exit 1, one line on stderr naming the file, no traceback, nothing left behind.
+
+
+def assert_one_line_error(capsys, *fragments: str) -> None:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err
+
+
+def test_missing_input(tmp_path, capsys):
+    missing = tmp_path / "nope.safetensors"
+    assert run("compress", missing, "-o", tmp_path / "m.udnc") == 1
+    assert_one_line_error(capsys, str(missing), "no such file")
+    assert run("decompress", tmp_path / "nope.udnc", "-o", tmp_path / "x.safetensors") == 1
+    assert run("info", tmp_path / "nope.udnc") == 1
+    assert run("verify", tmp_path / "nope.udnc") == 1
+
+
+def test_not_a_safetensors_file(tmp_path, capsys):
+    bogus = tmp_path / "bogus.safetensors"
+    bogus.write_bytes(b"this is not a checkpoint at all")
+    assert run("compress", bogus, "-o", tmp_path / "m.udnc") == 1
+    assert_one_line_error(capsys, str(bogus))
+    assert not (tmp_path / "m.udnc").exists()
+
+
+def test_truncated_safetensors_input(checkpoint, tmp_path, capsys):
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(checkpoint.read_bytes()[:-100])
+    assert run("compress", truncated, "-o", tmp_path / "m.udnc") == 1
+    assert_one_line_error(capsys, str(truncated))
+    assert (
+        list(tmp_path.iterdir()) == sorted([checkpoint, truncated])
+        or not (tmp_path / "m.udnc").exists()
+    )
+
+
+def test_truncated_udnc_input(checkpoint, tmp_path, capsys):
+    packed = tmp_path / "m.udnc"
+    run("compress", checkpoint, "-o", packed, "-q")
+    packed.write_bytes(packed.read_bytes()[:-50])
+    restored = tmp_path / "back.safetensors"
+    assert run("decompress", packed, "-o", restored) == 1
+    assert_one_line_error(capsys, str(packed))
+    assert not restored.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_existing_output_is_not_overwritten_without_force(checkpoint, tmp_path, capsys):
+    packed = tmp_path / "m.udnc"
+    packed.write_bytes(b"precious")
+    assert run("compress", checkpoint, "-o", packed) == 1
+    assert_one_line_error(capsys, str(packed), "--force")
+    assert packed.read_bytes() == b"precious"
+    assert run("compress", checkpoint, "-o", packed, "--force", "-q") == 0
+    assert packed.read_bytes()[:5] == b"\x89UDNC"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only directories")
+def test_unwritable_directory(checkpoint, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert run("compress", checkpoint, "-o", locked / "m.udnc") == 1
+        assert_one_line_error(capsys, "locked")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_missing_output_directory(checkpoint, tmp_path, capsys):
+    target = tmp_path / "no" / "such" / "dir" / "m.udnc"
+    assert run("compress", checkpoint, "-o", target) == 1
+    assert_one_line_error(capsys, str(target))
+
+
+def test_failure_during_encoding_leaves_nothing_and_keeps_the_input(tmp_path, capsys):
+    source = tmp_path / "nan.safetensors"
+    st_save_file(
+        {"ok": np.ones((64, 64), np.float32), "bad": np.full((64, 64), np.nan, np.float32)},
+        str(source),
+    )
+    before = source.read_bytes()
+    assert run("compress", source, "-o", tmp_path / "m.udnc") == 1
+    assert_one_line_error(capsys, "'bad'", "NaN")
+    assert source.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.safetensors"]
+
+
+def test_usage_errors_exit_2(checkpoint, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        run("compress", checkpoint)  # no -o
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        run("compress", checkpoint, "-o", tmp_path / "m.udnc", "--lattice", "B7")
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        run("compress", checkpoint, "-o", tmp_path / "m.udnc", "--sqnr", "20", "--bits", "3")
+    assert exit_info.value.code == 2
+
+
+def test_console_script_runs_as_a_process(checkpoint, tmp_path):
+    """The installed entry point, as a user runs it: stdout quiet with -q, exit codes real."""
+    packed = tmp_path / "m.udnc"
+    command = [sys.executable, "-m", "udnc_format.cli"]
+    done = subprocess.run(
+        [*command, "compress", str(checkpoint), "-o", str(packed), "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
+    done = subprocess.run(
+        [*command, "verify", str(tmp_path / "missing.udnc")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1 and "missing.udnc" in done.stderr
