@@ -26,7 +26,6 @@ from udnc_format.header import (
     StreamRef,
     TensorEntry,
     build_header,
-    read_header,
 )
 
 settings.register_profile(
@@ -72,11 +71,25 @@ def as_dtype(dtype: Any) -> np.dtype:
 
 
 def unit_roundoff(dtype: np.dtype) -> float:
-    """Half an ulp at 1 of a float dtype; bf16/f16 are reached through binary32 (spec §6.5),
-    whose double rounding can cost one more binary32 half-ulp."""
-    return {8: 2.0**-53, 4: 2.0**-24}.get(dtype.itemsize, 0.0) or (
-        2.0**-11 + 2.0**-24 if dtype == np.float16 else 2.0**-8 + 2.0**-24
-    )
+    """Relative rounding error of a float dtype's conversion from binary64; binary16 and
+    bfloat16 are reached through binary32 (spec §6.5), whose rounding adds 2^-24."""
+    bits = {"float64": 53, "float32": 24, "float16": 11, "bfloat16": 8}[dtype.name]
+    return 2.0**-bits + (2.0**-24 if bits < 24 else 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# spec §6.2, written out independently of udnc_format.symbols
+
+
+def spec_serialize(values: Sequence[int], bits: int) -> bytes:
+    """Packed b-bit fields (least significant first), escape bytes, escape words."""
+    top = (1 << bits) - 1
+    fields = bytearray(-(-len(values) * bits // 8))
+    for j, value in enumerate(values):
+        fields[j * bits // 8] |= min(value, top) << (j * bits % 8)
+    escapes = bytes(min(v - top, 255) for v in values if v >= top)
+    words = b"".join((v - top - 255).to_bytes(4, "little") for v in values if v - top >= 255)
+    return bytes(fields) + escapes + words
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,9 +149,9 @@ def assert_within_quantizer_bound(
     magnitude = np.pad(np.maximum(np.abs(out), np.abs(flat)), (0, pad)).reshape(-1, n)
     radius = covering_radius(info.lattice) * info.scale
     if info.codebook_size:
-        radius = 2 * radius + np.linalg.norm(magnitude, axis=1) * 2.0**-22
-    rounding = np.linalg.norm(magnitude, axis=1) * 2 * unit_roundoff(decoded.dtype)
-    tiny = 2.0**-24 if decoded.dtype.itemsize == 2 else 1e-300  # binary16 subnormal spacing
+        radius = 2 * radius * (1 + 2.0**-20) + np.linalg.norm(magnitude, axis=1) * 2.0**-22
+    rounding = np.linalg.norm(magnitude, axis=1) * unit_roundoff(decoded.dtype)
+    tiny = 2.0**-24 if decoded.dtype.itemsize == 2 else 1e-300  # binary16's subnormal step
     bound = radius * (1 + 1e-9) + rounding + math.sqrt(n) * tiny
     worst = np.linalg.norm(error, axis=1) - bound
     assert worst.max(initial=-1.0) <= 0, f"error exceeds the bound by {worst.max()}"
@@ -197,16 +210,9 @@ def lay_out(
         placed.append(entry)
     if edit is not None:
         placed = edit(placed)
-    return build_header(header(placed)) + b"".join(b"".join(p) for _, p in pairs)
-
-
-def replace_header(data: bytes, edit: Callable[[Header], Header]) -> bytes:
-    """The file with its header rebuilt from ``edit(header)``; the data region is kept, so the
-    edit must not change the header's size."""
-    header, data_start = read_header(lambda o, n: data[o : o + n], len(data))
-    head = build_header(edit(header))
-    assert len(head) == data_start, "the edit changed the header size"
-    return head + data[data_start:]
+    head = build_header(header(placed))
+    assert len(head) == offset - sum(len(b"".join(p)) for _, p in pairs), "edit resized header"
+    return head + b"".join(b"".join(p) for _, p in pairs)
 
 
 def with_header_crc(data: bytes) -> bytes:
@@ -246,6 +252,42 @@ def edit_header_body(data: bytes, edit: Callable[[Any], None]) -> bytes:
     return head + zlib.crc32(head).to_bytes(4, "little") + data[20 + length :]
 
 
+def refresh_chunk_crcs(data: bytes) -> bytes:
+    """The file with every chunk CRC recomputed over the bytes now at its place (and a fresh
+    header CRC): a corruption then reaches the coder or the content checks."""
+
+    def edit(body: Any) -> None:
+        for chunk in iter_chunk_containers(body):
+            chunk.crc32 = zlib.crc32(data[chunk.offset : chunk.offset + chunk.stored_length])
+
+    return edit_header_body(data, edit)
+
+
+def chunk_spans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of every chunk, in table order (mask, codebook, symbols)."""
+    length = int.from_bytes(data[12:16], "little")
+    body = layout.HeaderBody.parse(data[16 : 16 + length])
+    return [(c.offset, c.offset + c.stored_length) for c in iter_chunk_containers(body)]
+
+
+def with_last_chunk(data: bytes, chunk: bytes, bits: int | None = None) -> bytes:
+    """The file with its last chunk (a raw one, at the end of the file) replaced by ``chunk``,
+    and optionally tensor 0's field width set to ``bits``."""
+    last = max(chunk_spans(data), key=lambda span: span[1])
+    assert last[1] == len(data)
+    data = data[: last[0]] + chunk
+
+    def edit(body) -> None:
+        if bits is not None:
+            body.tensors[0].body.serialization = bits
+        for container in iter_chunk_containers(body):
+            if container.offset == last[0]:
+                container.stored_length = container.raw_length = len(chunk)
+                container.crc32 = zlib.crc32(chunk)
+
+    return edit_header_body(data, edit)
+
+
 def data_start(data: bytes) -> int:
     return 20 + int.from_bytes(data[12:16], "little")
 
@@ -257,25 +299,33 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture(scope="session")
 def small_file() -> bytes:
-    """A small valid file with every stream kind: passthrough; E8 with mask, codebook and two
-    symbol chunks; D4 (deflate) with several chunks and a padded last vector; metadata."""
+    """A small valid file with every kind of stream and chunk: a passthrough tensor; E8 with
+    mask and codebook (zstd); E8 with coset bitmaps (raw coder, so that changed bytes reach the
+    symbol parser); D4 (deflate, last in the file) with a padded last vector; metadata."""
     rng = np.random.default_rng(7)
+    common = {"min_elements": 1, "chunk_weights": 40}
     items = encode(
         {"bias": np.arange(6, dtype=np.int16), "w.e8": rng.normal(size=(6, 20))},
         lattice="E8",
         step=0.4,
         prune=0.25,
         codebook=True,
-        min_elements=1,
-        chunk_weights=40,
+        **common,
+    )
+    items += encode(
+        {"w.raw": rng.normal(size=(4, 25)).astype(np.float16)},
+        lattice="E8",
+        step=0.2,
+        seed=2,
+        coder="raw",
+        **common,
     )
     items += encode(
         {"w.d4": rng.normal(size=(5, 17)).astype(np.float32)},
         lattice="D4",
         step=0.3,
         seed=1,
-        min_elements=1,
-        chunk_weights=24,
         coder="deflate",
+        **common,
     )
     return lay_out(items, metadata={"license": "MIT"})

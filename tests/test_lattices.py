@@ -42,7 +42,9 @@ def minimal_vectors(name: str) -> np.ndarray:
     n = dimension(name)
     eye = np.eye(n)
     if name == "A2":
-        return np.array([[s * 1.0, 0.0] for s in (1, -1)] + [[a * 0.5, b * H] for a in (1, -1) for b in (1, -1)])
+        return np.array(
+            [[s * 1.0, 0.0] for s in (1, -1)] + [[a * 0.5, b * H] for a in (1, -1) for b in (1, -1)]
+        )
     if name.startswith("Z"):
         return np.vstack([eye, -eye])
     pairs = [
@@ -53,8 +55,10 @@ def minimal_vectors(name: str) -> np.ndarray:
     ]
     if name == "D4":
         return np.array(pairs)
-    halves = [0.5 * np.array(s) for s in itertools.product((1, -1), repeat=8) if s.count(-1) % 2 == 0]
-    return np.array(pairs + halves)  # fmt: skip
+    halves = [
+        0.5 * np.array(s) for s in itertools.product((1, -1), repeat=8) if s.count(-1) % 2 == 0
+    ]
+    return np.array(pairs + halves)
 
 
 def lattice_coefficients(name: str, points: np.ndarray) -> np.ndarray:
@@ -123,6 +127,7 @@ def test_cell_volume(name: str) -> None:
 def test_generator_spans_the_named_lattice(name: str) -> None:
     """The generator's lattice contains the named lattice's minimal vectors, which generate a
     lattice of the same covolume: the two lattices are equal."""
+    assert codec(name).volume == pytest.approx(CELL_VOLUME.get(name, 1.0), rel=1e-12)
     vectors = minimal_vectors(name)
     expected_count = {"A2": 6, "D4": 24, "E8": 240}.get(name, 2 * dimension(name))
     assert len(vectors) == expected_count
@@ -156,7 +161,9 @@ def test_closest_on_lattice_points_and_deep_holes(name: str, rng) -> None:
     np.testing.assert_array_equal(nearest(name, points), points)
     holes = {"A2": [0.5, H / 3], "D4": [1.0, 0, 0, 0], "E8": [1.0] + [0.0] * 7}
     hole = np.array(holes.get(name, [0.5] * n))
-    targets = points + hole + rng.normal(scale=1e-7, size=points.shape) * (rng.random((64, 1)) < 0.5)
+    targets = (
+        points + hole + rng.normal(scale=1e-7, size=points.shape) * (rng.random((64, 1)) < 0.5)
+    )
     found = ((nearest(name, targets) - targets) ** 2).sum(axis=1)
     assert found.max() <= covering_radius(name) ** 2 + 1e-6
     np.testing.assert_allclose(found, brute_force_distances(name, targets), rtol=0, atol=1e-9)
@@ -209,7 +216,9 @@ def spec_reconstruction(name: str, symbols: np.ndarray, cosets, c: np.ndarray) -
     p = s.astype(np.float64)
     p[:, -1] = 2 * s[:, -1] + s[:, :-1].sum(axis=1) % 2
     if name == "D4":
-        u = np.stack([-c[:, 0] + c[:, 1], -c[:, 0] - c[:, 1] + c[:, 2], -c[:, 2] + c[:, 3], -c[:, 3]], axis=1)
+        u = np.stack(
+            [-c[:, 0] + c[:, 1], -c[:, 0] - c[:, 1] + c[:, 2], -c[:, 2] + c[:, 3], -c[:, 3]], axis=1
+        )
         return p - u
     p += cosets[:, None] / 2
     half = c[:, 7:8] / 2
@@ -218,7 +227,7 @@ def spec_reconstruction(name: str, symbols: np.ndarray, cosets, c: np.ndarray) -
     u[:, 1:6] = c[:, 1:6] - c[:, 2:7]
     u[:, 6] = c[:, 6]
     u[:, 7] = 0
-    return p - (u + half)  # fmt: skip
+    return p - (u + half)
 
 
 @pytest.mark.parametrize("name", LATTICES)
