@@ -817,16 +817,10 @@ def test_successful_save_replaces_existing_file(tmp_path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Bugs found while writing these tests (strict xfails: they pass once the bug is fixed)
+# Regressions: bugs found while writing these tests, now fixed
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflowing casts on purpose
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: quantizer.py quantize: a target beyond int64 rounds to INT64_MIN, whose np.abs "
-    "is negative, so the |symbol| <= 2^24 check misses it and the int32 symbol array truncates "
-    "it to 0: the weight 1e30 silently decodes to 0.0 instead of raising InvalidInputError",
-)
 @pytest.mark.parametrize("lattice", ["Z1", "D4", "E8", "A2"])
 def test_bug_huge_weight_over_step_ratio_is_rejected(lattice: str) -> None:
     """spec §8.3: symbols beyond 2^24 need a larger step or passthrough, never garbage."""
@@ -839,11 +833,6 @@ def test_bug_huge_weight_over_step_ratio_is_rejected(lattice: str) -> None:
     assert load_all(data)["w"][0, 0] == pytest.approx(1e30)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: encoder.py EncodeOptions._check does not bound chunk_weights: chunk_vectors "
-    "is a u32, so chunk_weights >= 2^32 * n escapes as a construct FormatFieldError",
-)
 def test_bug_chunk_weights_beyond_u32() -> None:
     try:
         data = udnc_format.save({"w": weights((40, 40))}, chunk_weights=1 << 40)
@@ -852,22 +841,11 @@ def test_bug_chunk_weights_beyond_u32() -> None:
     assert load_all(data)["w"].shape == (40, 40)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: encoder.py EncodeOptions._check accepts metadata strings that are not valid "
-    "Unicode (lone surrogates); construct's StringError escapes from header.build_header",
-)
 def test_bug_metadata_with_lone_surrogate() -> None:
     with pytest.raises(InvalidInputError):
         udnc_format.save({"w": np.zeros(2)}, metadata={"key": "bad \ud800"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: decoder.py decode_tensor reshapes to a shape numpy cannot represent (a "
-    "dimension >= 2^63 next to a 0): ValueError instead of an empty tensor or a LimitError; "
-    "spec §4.1 makes N = 0 and the file valid",
-)
 def test_bug_empty_tensor_with_huge_dimension() -> None:
     entry = TensorEntry("e", Dtype.U8, (0, 2**63), passthrough=StreamRef(Coder.RAW, ()))
     try:
@@ -877,12 +855,6 @@ def test_bug_empty_tensor_with_huge_dimension() -> None:
     assert out["e"].size == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: decoder.py decode_tensor allocates np.empty(kept) for the whole tensor before "
-    "any chunk is read or checked: a 230 kB file declaring 2^48 weights in zero-length chunks "
-    "raises MemoryError (spec §9: fail with `limit`, never crash)",
-)
 def test_bug_declared_size_allocated_before_chunks_are_checked() -> None:
     elements, chunk_vectors = 1 << 48, 2**32 - 1
     chunks = -(-(elements // 8) // chunk_vectors)
@@ -896,42 +868,26 @@ def test_bug_declared_size_allocated_before_chunks_are_checked() -> None:
 
     probe = lay_out([(entry(0), [])])
     data = lay_out([(entry(len(probe)), [])])
-    with udnc_format.UDNCFile(data) as handle, pytest.raises(UDNCError):
+    # Rejected at opening (declared sizes) or at the latest on decoding.
+    with pytest.raises(UDNCError), udnc_format.UDNCFile(data) as handle:
         handle.get_tensor("huge")
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflowing casts on purpose
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: encoder.py sqnr_db: weights near the float32 maximum decode to infinity, the "
-    "measured noise is infinite and math.log10(0) raises ValueError (default options)",
-)
 def test_bug_weights_near_float32_max() -> None:
     with contextlib.suppress(UDNCError):
         load_all(udnc_format.save({"w": np.full((32, 32), 3.3e38, np.float32)}))
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflowing casts on purpose
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: encoder.py/quantizer.py rate control squares the weights in binary64: for "
-    "|w| >= ~1e154 the energy is inf, for |w| <= ~1e-162 it is 0, and a valid finite float64 "
-    "tensor fails with InvalidInputError 'step inf/0.0 is not a positive finite number' "
-    "although the user gave no step",
-)
 @pytest.mark.parametrize("value", [1e-200, 1e200])
 def test_bug_sqnr_rate_control_of_extreme_float64_weights(value: float) -> None:
     tensor = np.full((32, 32), value) * np.linspace(0.5, 1.5, 1024).reshape(32, 32)
     out = load_all(udnc_format.save({"w": tensor}))
-    assert np.allclose(out["w"], tensor, rtol=0.1, atol=0)
+    assert np.allclose(out["w"], tensor, rtol=0.2, atol=0)  # 30 dB: errors within Δ/2
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflowing casts on purpose
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG or spec gap: spec §11 says a lattice-coded tensor never decodes to NaN, but "
-    "decoder.py accepts non-finite binary32 codewords and decodes them to NaN",
-)
 def test_bug_nan_codeword_decodes_to_nan() -> None:
     data = raw_file(weights((4, 32)), lattice="D4", step=2.0, codebook=True, dither=False)
     codebook_start = chunk_spans(data)[0][0]
@@ -943,21 +899,12 @@ def test_bug_nan_codeword_decodes_to_nan() -> None:
     assert not np.isnan(out["w"]).any()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: options of the wrong type escape as KeyError/TypeError, not InvalidInputError",
-)
 @pytest.mark.parametrize("options", [{"lattice": 99}, {"coder": 99}, {"seed": 1.5}], ids=repr)
 def test_bug_option_values_of_wrong_type(options) -> None:
     with pytest.raises(InvalidInputError):
         udnc_format.save({"w": weights((40, 40))}, **options)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (spec §8.1 step 6 order): header._convert checks critical sections before "
-    "tensor names, so duplicate names are reported as unsupported-feature",
-)
 def test_bug_precedence_duplicate_name_before_critical_section() -> None:
     items = encode({"a": np.zeros(3)}) + encode({"a": np.ones(3)})
     data = lay_out(items, sections=[Section(b"FUTR", True, b"")])
@@ -965,11 +912,6 @@ def test_bug_precedence_duplicate_name_before_critical_section() -> None:
         udnc_format.UDNCFile(data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (spec §8.1 step 6 order): header._convert checks ndim/N limits before the "
-    "lattice descriptor's and the stream's enumerations, so limit wins over unsupported-feature",
-)
 def test_bug_precedence_unknown_enum_before_limits() -> None:
     def edit(entry: TensorEntry) -> TensorEntry:
         return dataclasses.replace(with_quantized(entry, lattice=9), shape=(1 << 25,) * 2)

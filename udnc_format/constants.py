@@ -23,10 +23,12 @@ MAX_NDIM = 32
 MAX_ELEMENTS = 1 << 48
 MAX_CHUNK_RAW = 1 << 31  # decoded bytes of one chunk
 MAX_CODEBOOK_SIZE = 1 << 24  # codewords in one codebook
+MAX_DIMENSION = MAX_ELEMENTS  # one dimension of a shape (an empty tensor may not exceed it)
 MAX_ABS_COORDINATE = 1 << 24  # |lattice symbol|: keeps p - u exact in binary64 (spec §6.4)
 
 # Encoder defaults (the encoder is free; these are the reference encoder's choices).
 DEFAULT_CHUNK_WEIGHTS = 1 << 20
+MAX_CHUNK_WEIGHTS = 1 << 26  # keeps a chunk's decoded bytes below MAX_CHUNK_RAW at any width
 DEFAULT_PASSTHROUGH_CHUNK_BYTES = 1 << 22
 DEFAULT_MIN_QUANTIZED_ELEMENTS = 1024
 DEFAULT_SQNR_DB = 30.0

@@ -9,8 +9,15 @@ import numpy as np
 
 from .constants import MAX_ABS_COORDINATE
 from .dtypes import NUMPY_DTYPES, round_to_dtype
-from .errors import LayoutError
-from .header import LatticeParams, StreamRef, TensorEntry, chunk_count, vector_count
+from .errors import CorruptStreamError, LayoutError, LimitError
+from .header import (
+    LatticeParams,
+    StreamRef,
+    TensorEntry,
+    check_symbol_chunks,
+    chunk_count,
+    vector_count,
+)
 from .lattices import get_lattice
 from .philox import dither_centered
 from .symbols import deserialize, unpack_bits, unzigzag
@@ -50,13 +57,15 @@ def decode_tensor(entry: TensorEntry, fetch: Fetch) -> np.ndarray:
             f"{len(q.symbols.chunks)} symbol chunks, but {kept} kept weights in vectors of "
             f"{q.dim}, {q.chunk_vectors} per chunk, need {expected}"
         )
+    check_symbol_chunks(q, vectors, "tensor")
     codebook = None
     if q.codebook is not None:
         raw = read_stream(q.codebook, fetch)
-        codebook = (
-            np.frombuffer(raw, dtype="<f4").reshape(q.codebook_size, q.dim).astype(np.float64)
-        )
-    values = np.empty(kept, dtype=dtype)
+        codewords = np.frombuffer(raw, dtype="<f4").reshape(q.codebook_size, q.dim)
+        if not np.isfinite(codewords).all():
+            raise CorruptStreamError("the codebook holds a non-finite codeword (spec §6.6)")
+        codebook = codewords.astype(np.float64)
+    values = _allocate(kept, dtype)
     width = q.chunk_vectors * q.dim
     for index in range(expected):
         first = index * q.chunk_vectors
@@ -69,9 +78,19 @@ def decode_tensor(entry: TensorEntry, fetch: Fetch) -> np.ndarray:
         )
     if mask is None:
         return values.reshape(entry.shape)
-    full = np.zeros(entry.elements, dtype=dtype)  # pruned weights decode to exactly zero
+    full = _allocate(entry.elements, dtype, zero=True)  # pruned weights decode to exactly zero
     full[mask] = values
     return full.reshape(entry.shape)
+
+
+def _allocate(count: int, dtype: np.dtype, zero: bool = False) -> np.ndarray:
+    """The output array, or LimitError when this machine cannot hold what the file declares."""
+    try:
+        return np.zeros(count, dtype=dtype) if zero else np.empty(count, dtype=dtype)
+    except (MemoryError, ValueError):
+        raise LimitError(
+            f"{count} elements of {dtype} exceed the memory this decoder can allocate"
+        ) from None
 
 
 def decode_chunk(

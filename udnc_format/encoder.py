@@ -6,13 +6,14 @@ decoder can represent. This module makes the reference encoder's choices.
 
 from __future__ import annotations
 
+import enum
 import fnmatch
 import math
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from .constants import (
     DEFAULT_MIN_QUANTIZED_ELEMENTS,
     DEFAULT_PASSTHROUGH_CHUNK_BYTES,
     DEFAULT_SQNR_DB,
+    MAX_CHUNK_WEIGHTS,
     MAX_NAME_BYTES,
     MAX_NDIM,
     Coder,
@@ -43,9 +45,45 @@ from .quantizer import (
 )
 from .symbols import best_field_width, pack_bits, serialize, zigzag
 
+E = TypeVar("E", bound=enum.IntEnum)
+
 # Rate control by SQNR: the decoded SQNR lands within this many dB of the target.
 SQNR_TOLERANCE_DB = 0.1
 MAX_RATE_ITERATIONS = 6
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _require(condition: bool, message: str, value: object) -> None:
+    if not condition:
+        raise InvalidInputError(f"{message}, got {value!r}")
+
+
+def _enum_option(key: str, kind: type[E], value: object) -> E:
+    """An enumeration option given by name (any case), member or value."""
+    try:
+        if isinstance(value, str):
+            return kind[value.upper()]
+        if _is_int(value):
+            return kind(int(value))  # type: ignore[call-overload]
+    except (KeyError, ValueError):
+        pass
+    choices = ", ".join(member.name for member in kind)
+    raise InvalidInputError(f"unknown {key} {value!r}; choose from {choices}")
 
 
 @dataclass(frozen=True)
@@ -98,43 +136,68 @@ class EncodeOptions:
             )
         values = dict(options)
         for key, kind in (("lattice", Lattice), ("coder", Coder)):
-            if isinstance(values.get(key), str):
-                try:
-                    values[key] = kind[values[key].upper()]
-                except KeyError:
-                    choices = ", ".join(m.name for m in kind)
-                    raise InvalidInputError(
-                        f"unknown {key} {values[key]!r}; choose from {choices}"
-                    ) from None
+            if key in values:
+                values[key] = _enum_option(key, kind, values[key])
         if isinstance(values.get("keep"), str):
             values["keep"] = (values["keep"],)
         if "keep" in values:
-            values["keep"] = tuple(values["keep"])
+            values["keep"] = tuple(values["keep"] or ())
         if "metadata" in values:
             values["metadata"] = MappingProxyType(dict(values["metadata"] or {}))
+        if isinstance(values.get("step"), Mapping):
+            values["step"] = MappingProxyType(dict(values["step"]))
         result = cls(**values)
         result._check()
         return result
 
     def _check(self) -> None:
-        if not 0.0 <= self.prune < 1.0:
-            raise InvalidInputError(f"prune must be in [0, 1), got {self.prune!r}")
-        if not 0 <= self.seed < 1 << 64:
-            raise InvalidInputError(f"seed must be in [0, 2^64), got {self.seed!r}")
-        if self.chunk_weights < 1:
-            raise InvalidInputError(f"chunk_weights must be positive, got {self.chunk_weights!r}")
-        if self.sqnr is not None and not math.isfinite(self.sqnr):
-            raise InvalidInputError(f"sqnr must be a finite number of dB, got {self.sqnr!r}")
+        _require(isinstance(self.dither, bool), "dither must be True or False", self.dither)
+        _require(isinstance(self.codebook, bool), "codebook must be True or False", self.codebook)
+        _require(
+            _is_int(self.seed) and 0 <= self.seed < 1 << 64,
+            "seed must be an integer in [0, 2^64)",
+            self.seed,
+        )
+        _require(
+            _is_number(self.prune) and 0.0 <= self.prune < 1.0,
+            "prune must be in [0, 1)",
+            self.prune,
+        )
+        _require(
+            _is_int(self.chunk_weights) and 1 <= self.chunk_weights <= MAX_CHUNK_WEIGHTS,
+            f"chunk_weights must be an integer in 1..{MAX_CHUNK_WEIGHTS}",
+            self.chunk_weights,
+        )
+        _require(_is_int(self.min_elements), "min_elements must be an integer", self.min_elements)
+        _require(_is_int(self.min_ndim), "min_ndim must be an integer", self.min_ndim)
+        if self.sqnr is not None:
+            _require(
+                _is_number(self.sqnr) and math.isfinite(self.sqnr),
+                "sqnr must be a finite number of dB",
+                self.sqnr,
+            )
+        steps = self.step.values() if isinstance(self.step, Mapping) else [self.step]
+        for step in steps:
+            if step is not None:
+                _require(
+                    _is_number(step) and 0 < step < math.inf,
+                    "step must be a positive finite number",
+                    step,
+                )
+        _require(all(isinstance(p, str) for p in self.keep), "keep must be glob strings", self.keep)
         for key, value in self.metadata.items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise InvalidInputError(f"metadata must map str to str, got {key!r}: {value!r}")
+            _require(
+                isinstance(key, str) and isinstance(value, str) and _is_utf8(key + value),
+                "metadata must map str to str (valid Unicode)",
+                (key, value),
+            )
         if self.level is not None:
             low, high = coders.LEVEL_RANGES[self.coder]
-            if not low <= self.level <= high:
-                raise InvalidInputError(
-                    f"level {self.level} is outside {low}..{high} "
-                    f"for coder {self.coder.name.lower()}"
-                )
+            _require(
+                _is_int(self.level) and low <= self.level <= high,
+                f"level must be an integer in {low}..{high} for coder {self.coder.name.lower()}",
+                self.level,
+            )
 
     def quantizes(self, name: str, array: np.ndarray, dtype: Dtype) -> bool:
         """Whether the reference encoder lattice-codes this tensor."""
@@ -250,6 +313,8 @@ def sqnr_db(signal_energy: float, noise_energy: float) -> float:
     """10·log10(Σw² / Σ(w − ŵ)²) in dB; infinite for an exact reconstruction."""
     if noise_energy == 0:
         return math.inf
+    if math.isinf(noise_energy):
+        return -math.inf
     return 10.0 * math.log10(signal_energy / noise_energy) if signal_energy else -math.inf
 
 
@@ -265,7 +330,8 @@ def _encode_quantized(
     kept = values if mask is None else values[mask]
     # With pruning, the SQNR target is that of the quantization of the weights kept: the
     # pruned weights' error is what the user asked for with the prune fraction.
-    energy = sum_of_squares(kept)
+    unit = float(np.max(np.abs(kept))) if kept.size else 1.0
+    energy = sum_of_squares(kept, unit)
 
     def lattice_quantize(step: float) -> QuantizedTensor:
         return quantize(
@@ -279,6 +345,7 @@ def _encode_quantized(
             dither_stream=index,
             mask=mask,
             name=name,
+            error_unit=unit,
         )
 
     def encode(q: QuantizedTensor) -> EncodedTensor:
@@ -295,7 +362,7 @@ def _encode_quantized(
     # SQNR target: start from the dithered quantizer's exact expectation G·Δ², then correct by
     # the SQNR actually decoded (small tensors, no dither, codebooks and output rounding differ).
     target = DEFAULT_SQNR_DB if options.sqnr is None else options.sqnr
-    step = step_for_sqnr(energy, kept.size, target, get_lattice(options.lattice))
+    step = step_for_sqnr(energy, kept.size, unit, target, get_lattice(options.lattice))
     for _ in range(MAX_RATE_ITERATIONS):
         q = lattice_quantize(step)
         achieved = sqnr_db(energy, q.squared_error)

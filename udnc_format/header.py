@@ -19,6 +19,7 @@ from .constants import (
     MAGIC,
     MAX_CHUNK_RAW,
     MAX_CODEBOOK_SIZE,
+    MAX_DIMENSION,
     MAX_ELEMENTS,
     MAX_HEADER_LENGTH,
     MAX_NDIM,
@@ -100,8 +101,20 @@ class LatticeParams:
         """Δ: the cell volume of the scaled lattice is Δ^n (spec §6.1)."""
         return get_lattice(self.lattice).step_for_scale(self.scale)
 
+    def named_streams(self) -> tuple[tuple[str, StreamRef], ...]:
+        """(kind, stream) in file order: mask, codebook, symbols."""
+        pairs = (("mask", self.mask), ("codebook", self.codebook), ("symbols", self.symbols))
+        return tuple((kind, stream) for kind, stream in pairs if stream is not None)
+
     def streams(self) -> tuple[StreamRef, ...]:
-        return tuple(s for s in (self.mask, self.codebook, self.symbols) if s is not None)
+        return tuple(stream for _, stream in self.named_streams())
+
+    def min_chunk_raw(self, vectors: int) -> int:
+        """The fewest decoded bytes a symbol chunk of ``vectors`` vectors can have (§6.2)."""
+        codebook = self.codebook is not None
+        bitmap = 0 if codebook or not get_lattice(self.lattice).has_coset_bit else -(-vectors // 8)
+        values = vectors if codebook else vectors * self.dim
+        return bitmap + -(-values * int(self.serialization) // 8)
 
 
 @dataclass(frozen=True)
@@ -122,11 +135,14 @@ class TensorEntry:
     def source_bytes(self) -> int:
         return self.elements * itemsize(self.dtype)
 
-    def streams(self) -> tuple[StreamRef, ...]:
+    def named_streams(self) -> tuple[tuple[str, StreamRef], ...]:
         if self.quantized is not None:
-            return self.quantized.streams()
+            return self.quantized.named_streams()
         assert self.passthrough is not None
-        return (self.passthrough,)
+        return (("data", self.passthrough),)
+
+    def streams(self) -> tuple[StreamRef, ...]:
+        return tuple(stream for _, stream in self.named_streams())
 
 
 @dataclass(frozen=True)
@@ -339,41 +355,45 @@ def _convert_lattice(raw: Any, where: str) -> LatticeParams:
 
 
 def _convert(parsed: Any, major: int, minor: int) -> Header:
+    """Containers to dataclasses, with the checks of spec §8.1 step 6 in its order: unique
+    names, then critical sections, then enumeration values, then limits."""
     metadata: dict[str, str] = {}
     for item in parsed.metadata:
         if item.key in metadata:
             raise DuplicateNameError(f"metadata key {item.key!r} appears twice")
         metadata[item.key] = item.value
-    sections = []
-    for raw in parsed.sections:
-        section = Section(raw.tag, bool(raw.flags & SectionFlag.CRITICAL), raw.payload)
-        if section.critical:  # spec §3.4: v1 defines no section, so every critical one is unknown
-            raise UnsupportedFeatureError(f"unknown critical section {section.tag!r}")
-        sections.append(section)
-    tensors = []
     names: set[str] = set()
     for raw in parsed.tensors:
-        where = f"tensor {raw.name!r}"
         if not raw.name:
             raise LayoutError("a tensor has an empty name")
         if raw.name in names:
-            raise DuplicateNameError(f"{where} appears twice in the tensor table")
+            raise DuplicateNameError(f"tensor {raw.name!r} appears twice in the tensor table")
         names.add(raw.name)
+    sections = tuple(
+        Section(raw.tag, bool(raw.flags & SectionFlag.CRITICAL), raw.payload)
+        for raw in parsed.sections
+    )
+    for section in sections:
+        if section.critical:  # spec §3.3: v1 defines no section, so every critical one is unknown
+            raise UnsupportedFeatureError(f"unknown critical section {section.tag!r}")
+    tensors = []
+    for raw in parsed.tensors:
+        where = f"tensor {raw.name!r}"
         dtype = _enum(Dtype, raw.dtype, where)
-        encoding = _enum(Encoding, raw.encoding, where)
-        if raw.ndim > MAX_NDIM:
-            raise LimitError(f"{where}: {raw.ndim} dimensions exceed the limit {MAX_NDIM}")
-        shape = tuple(raw.shape)
-        if math.prod(shape) > MAX_ELEMENTS:
-            raise LimitError(f"{where}: shape {shape} exceeds {MAX_ELEMENTS} elements")
-        if encoding is Encoding.PASSTHROUGH:
-            entry = TensorEntry(
-                raw.name, dtype, shape, passthrough=_convert_stream(raw.body, where)
-            )
+        if _enum(Encoding, raw.encoding, where) is Encoding.PASSTHROUGH:
+            passthrough, quantized = _convert_stream(raw.body, where), None
         else:
-            entry = TensorEntry(raw.name, dtype, shape, quantized=_convert_lattice(raw.body, where))
-        tensors.append(entry)
-    return Header(tuple(tensors), MappingProxyType(metadata), tuple(sections), major, minor)
+            passthrough, quantized = None, _convert_lattice(raw.body, where)
+        tensors.append(TensorEntry(raw.name, dtype, tuple(raw.shape), passthrough, quantized))
+    for entry in tensors:
+        where = f"tensor {entry.name!r}"
+        if len(entry.shape) > MAX_NDIM:
+            raise LimitError(f"{where}: {len(entry.shape)} dimensions exceed the limit {MAX_NDIM}")
+        if max(entry.shape, default=0) > MAX_DIMENSION or entry.elements > MAX_ELEMENTS:
+            raise LimitError(
+                f"{where}: shape {entry.shape} exceeds {MAX_ELEMENTS} elements or per dimension"
+            )
+    return Header(tuple(tensors), MappingProxyType(metadata), sections, major, minor)
 
 
 def vector_count(elements: int, dim: int) -> int:
@@ -392,9 +412,10 @@ def check_layout(header: Header, data_start: int, file_size: int) -> None:
     extents: list[tuple[int, int, str]] = []
     for entry in header.tensors:
         where = f"tensor {entry.name!r}"
-        for stream in entry.streams():
+        for kind, stream in entry.named_streams():
             for index, chunk in enumerate(stream.chunks):
-                _check_chunk(chunk, stream.coder, f"{where} chunk {index}", data_start, file_size)
+                place = f"{where} {kind} chunk {index}"
+                _check_chunk(chunk, stream.coder, place, data_start, file_size)
                 extents.append((chunk.offset, chunk.offset + chunk.stored_length, where))
         if entry.passthrough is not None:
             expected = entry.source_bytes
@@ -471,3 +492,18 @@ def _check_quantized(entry: TensorEntry, q: LatticeParams, where: str) -> None:
             f"{where}: {len(q.symbols.chunks)} symbol chunks, {entry.elements} elements in "
             f"vectors of {dim}, {q.chunk_vectors} per chunk, need {most_chunks}"
         )
+    else:
+        check_symbol_chunks(q, vector_count(entry.elements, dim), where)
+
+
+def check_symbol_chunks(q: LatticeParams, vectors: int, where: str) -> None:
+    """Each symbol chunk declares at least the bytes its vectors' fields take (§6.2), so that
+    declared sizes bound the tensor before anything is allocated for it."""
+    for index, chunk in enumerate(q.symbols.chunks):
+        count = min(q.chunk_vectors, vectors - index * q.chunk_vectors)
+        least = q.min_chunk_raw(count)
+        if chunk.raw_length < least:
+            raise LayoutError(
+                f"{where} symbols chunk {index}: declares {chunk.raw_length} decoded bytes, its "
+                f"{count} vectors need at least {least}"
+            )

@@ -34,7 +34,10 @@ class QuantizedTensor:
     seed: int
     dither_stream: int
     mask: np.ndarray | None
-    squared_error: float = 0.0  # Σ(w − ŵ)² over the kept weights, as the decoder decodes them
+    # Σ((w − ŵ)/unit)² over the kept weights as the decoder decodes them, in units of
+    # ``error_unit`` (max |w|), so that neither tiny nor huge weights overflow binary64.
+    squared_error: float = 0.0
+    error_unit: float = 1.0
     cosets: np.ndarray | None = None
     symbols: np.ndarray | None = None
     codebook: np.ndarray | None = None
@@ -69,20 +72,23 @@ def prune_mask(values: np.ndarray, fraction: float) -> np.ndarray | None:
     return mask
 
 
-def sum_of_squares(values: np.ndarray, block: int = 1 << 20) -> float:
-    """Σw² accumulated in binary64, block by block (no full-size temporary)."""
+def sum_of_squares(values: np.ndarray, unit: float = 1.0, block: int = 1 << 20) -> float:
+    """Σ(w/unit)² accumulated in binary64, block by block (no full-size temporary)."""
     flat = values.reshape(-1)
     total = 0.0
     for start in range(0, flat.size, block):
-        part = flat[start : start + block].astype(np.float64)
+        part = flat[start : start + block].astype(np.float64) / unit
         total += float(np.dot(part, part))
     return total
 
 
-def step_for_sqnr(energy: float, count: int, sqnr_db: float, codec: LatticeCodec) -> float:
+def step_for_sqnr(
+    energy: float, count: int, unit: float, sqnr_db: float, codec: LatticeCodec
+) -> float:
     """Δ such that the dithered quantizer's expected error, G·Δ² per weight, is ``sqnr_db``
-    below the mean square ``energy / count`` of the weights."""
-    return math.sqrt(energy * 10.0 ** (-sqnr_db / 10.0) / (count * codec.second_moment))
+    below the mean square of the weights, ``unit² · energy / count``."""
+    rms = unit * math.sqrt(energy / count)
+    return rms * 10.0 ** (-sqnr_db / 20.0) / math.sqrt(codec.second_moment)
 
 
 def centred_dither(q: QuantizedTensor, first_vector: int, vectors: int) -> np.ndarray | None:
@@ -105,6 +111,7 @@ def quantize(
     dither_stream: int,
     mask: np.ndarray | None,
     name: str,
+    error_unit: float = 1.0,
     block_vectors: int = 1 << 18,
 ) -> QuantizedTensor:
     """Quantize the flattened kept weights ``values`` to the lattice of step Δ, block by block,
@@ -136,20 +143,29 @@ def quantize(
         centred = centred_dither(q, first, count)
         if centred is not None:
             targets += codec.offsets(centred)
-        block_cosets, block_symbols = codec.closest(targets)
-        if block_symbols.size and np.abs(block_symbols).max() > MAX_ABS_COORDINATE:
+        # Bound the targets before rounding: beyond int64 a rounded value would wrap.
+        if targets.size and not np.abs(targets).max() < MAX_ABS_COORDINATE:
             raise InvalidInputError(
                 f"tensor {name!r}: step {step:g} is too small for weights up to "
                 f"{np.abs(part).max():g} (lattice symbols beyond ±{MAX_ABS_COORDINATE})"
             )
+        block_cosets, block_symbols = codec.closest(targets)
         symbols[first : first + count] = block_symbols
         if cosets is not None and block_cosets is not None:
             cosets[first : first + count] = block_cosets
         # The decoder's own arithmetic (spec §6.4, §6.5), so the error measured is the real one.
         scaled = codec.reconstruct(block_cosets, block_symbols, centred).reshape(-1) * scale
         decoded = round_to_dtype(scaled[: part.size], dtype).astype(np.float64)
-        squared_error += float(np.sum((decoded - block[: part.size]) ** 2))
-    return replace(q, cosets=cosets, symbols=symbols, squared_error=squared_error)
+        if not np.isfinite(decoded).all():
+            raise InvalidInputError(
+                f"tensor {name!r}: weights near the largest {dtype.name} value decode beyond it; "
+                f"keep the tensor lossless (keep=[{name!r}])"
+            )
+        error = (decoded - block[: part.size]) / error_unit
+        squared_error += float(np.dot(error, error))
+    return replace(
+        q, cosets=cosets, symbols=symbols, squared_error=squared_error, error_unit=error_unit
+    )
 
 
 def with_centroid_codebook(q: QuantizedTensor, values: np.ndarray, name: str) -> QuantizedTensor:

@@ -109,7 +109,8 @@ class UDNCFile:
     def _read(self, offset: int, length: int) -> bytes:
         if self._data is not None:
             return bytes(self._data[offset : offset + length])
-        assert self._file is not None
+        if self._file is None:
+            raise UDNCError("the file is closed")
         return read_at(self._file, offset, length)
 
     def _fetch(self, stream: StreamRef, index: int) -> bytes:

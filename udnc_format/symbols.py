@@ -19,6 +19,7 @@ from .errors import CorruptStreamError
 FIELD_WIDTHS = (1, 2, 4, 8)
 SECOND_LEVEL_ESCAPE = 0xFF  # a second-level byte of 255 defers to a u32
 WORD_SIZE = 4  # third-level values: little-endian u32
+MAX_VALUE = SECOND_LEVEL_ESCAPE + (1 << 32) - 1  # above the field's escape value
 Buffer = bytes | bytearray | memoryview
 
 
@@ -68,6 +69,8 @@ def serialize(values: np.ndarray, bits: int) -> bytes:
     """
     flat = values.reshape(-1).astype(np.uint64)
     escape = np.uint64((1 << bits) - 1)
+    if flat.size and int(flat.max()) > MAX_VALUE + int(escape):
+        raise ValueError(f"a symbol value {int(flat.max())} exceeds the serializable range")
     first = np.minimum(flat, escape)
     rest = flat[flat >= escape] - escape
     second = np.minimum(rest, SECOND_LEVEL_ESCAPE)
