@@ -11,6 +11,7 @@ import pytest
 from conftest import LATTICES, data_start, info_of, save_and_load, stored_mask
 
 import udnc_format
+from udnc_format.constants import DEFAULT_SQNR_DB
 from udnc_format.errors import ChecksumError
 
 
@@ -255,12 +256,12 @@ def test_step_per_tensor(rng) -> None:
     assert sqnr_db(tensors["c"], out["c"]) == pytest.approx(20, abs=0.3)
 
 
-@pytest.mark.parametrize("target", [30.0, 12.0, 45.0])
+@pytest.mark.parametrize("target", [DEFAULT_SQNR_DB, 12.0, 45.0])
 @pytest.mark.parametrize("lattice", LATTICES)
 def test_sqnr_target_is_reached(lattice: str, target: float) -> None:
     """The decoded SQNR of a 512×512 Gaussian tensor is within 0.3 dB of the target."""
     tensor = np.random.default_rng(512).normal(size=(512, 512)).astype(np.float32)
-    options = {} if target == 30.0 else {"sqnr": target}  # 30 dB is the default
+    options = {} if target == DEFAULT_SQNR_DB else {"sqnr": target}
     _, out = save_and_load({"w": tensor}, lattice=lattice, **options)
     assert sqnr_db(tensor, out["w"]) == pytest.approx(target, abs=0.3)
 
@@ -296,3 +297,25 @@ def test_quantized_tensor_is_smaller(rng) -> None:
     data = udnc_format.save({"w": tensor}, sqnr=20)
     assert len(data) < tensor.nbytes / 5
     assert info_of(data, "w").bits_per_weight < 6
+
+
+def test_default_role_offsets_set_per_tensor_targets() -> None:
+    """Without options, tensors named like embeddings or attention values get the default role
+    offsets; ``sqnr_offsets=()`` gives one target everywhere."""
+    rng = np.random.default_rng(3)
+    tensors = {
+        name: rng.normal(size=(128, 128)).astype(np.float32)
+        for name in ("model.embed_tokens.weight", "layer.0.attention.value.weight", "fc.weight")
+    }
+    out = udnc_format.load(udnc_format.save(tensors, sqnr=30))
+    offsets = dict(udnc_format.constants.DEFAULT_SQNR_OFFSETS)
+    expected = {
+        "model.embed_tokens.weight": 30 + offsets["*embed*"],
+        "layer.0.attention.value.weight": 30 + offsets["*value*"],
+        "fc.weight": 30,
+    }
+    for name, target in expected.items():
+        assert sqnr_db(tensors[name], out[name]) == pytest.approx(target, abs=0.3), name
+    uniform = udnc_format.load(udnc_format.save(tensors, sqnr=30, sqnr_offsets=()))
+    for name in tensors:
+        assert sqnr_db(tensors[name], uniform[name]) == pytest.approx(30, abs=0.3), name

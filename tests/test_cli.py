@@ -18,6 +18,7 @@ from safetensors.numpy import save_file as st_save_file
 
 import udnc_format
 from udnc_format.cli import main, parse_size
+from udnc_format.constants import DEFAULT_SQNR_OFFSETS
 
 RNG = np.random.default_rng(7)
 WEIGHTS = {
@@ -72,10 +73,23 @@ def test_compress_decompress_round_trip_keeps_names_dtypes_and_metadata(checkpoi
 @pytest.mark.parametrize("target", [18.0, 27.5])
 def test_sqnr_lands_within_a_third_of_a_db_per_tensor(checkpoint, tmp_path, target):
     packed = tmp_path / "m.udnc"
-    assert run("compress", checkpoint, "-o", packed, "--sqnr", target, "-q") == 0
+    assert run("compress", checkpoint, "-o", packed, "--sqnr", target, "--uniform", "-q") == 0
     decoded = udnc_format.load_file(packed)
     for name in ("encoder.dense.weight", "head.weight", "embed.weight"):
         assert abs(sqnr(WEIGHTS[name], decoded[name]) - target) <= 0.3, name
+
+
+def test_sqnr_offsets_shift_matching_tensors(checkpoint, tmp_path):
+    """--sqnr-offset applies before the default role offsets (*embed* here)."""
+    packed = tmp_path / "m.udnc"
+    options = ["--sqnr", "30", "--sqnr-offset", "head.*=-8", "-q"]
+    assert run("compress", checkpoint, "-o", packed, *options) == 0
+    decoded = udnc_format.load_file(packed)
+    embed_offset = dict(DEFAULT_SQNR_OFFSETS)["*embed*"]
+    assert abs(sqnr(WEIGHTS["head.weight"], decoded["head.weight"]) - 22) <= 0.3
+    assert abs(sqnr(WEIGHTS["embed.weight"], decoded["embed.weight"]) - 30 - embed_offset) <= 0.3
+    assert abs(sqnr(WEIGHTS["encoder.dense.weight"], decoded["encoder.dense.weight"]) - 30) <= 0.3
+    assert run("compress", checkpoint, "-o", packed, "-f", "--sqnr-offset", "nonsense") == 1
 
 
 @pytest.mark.parametrize("bits", [2.0, 3.5, 5.0])

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .checkpoint import Checkpoint, index_path, write_shards
-from .constants import Coder, Lattice
+from .constants import DEFAULT_SQNR_DB, DEFAULT_SQNR_OFFSETS, Coder, Lattice
 from .encoder import EncodeOptions, encode_tensors
 from .errors import InvalidInputError, UDNCError, WriteError
 from .rate import sqnr_for_bits
@@ -71,6 +71,19 @@ def parse_size(text: str) -> int:
     return int(value * _SIZE_UNITS[unit])
 
 
+def _offsets(items: Sequence[str], uniform: bool) -> tuple[tuple[str, float], ...]:
+    offsets = []
+    for item in items:
+        pattern, sep, value = item.rpartition("=")
+        try:
+            offsets.append((pattern, float(value)))
+        except ValueError:
+            sep = ""
+        if not sep or not pattern:
+            raise InvalidInputError(f"--sqnr-offset {item!r}: expected GLOB=DB, e.g. '*lm_head*=6'")
+    return (*offsets, *(() if uniform else DEFAULT_SQNR_OFFSETS))
+
+
 def _check_output(path: Path, force: bool) -> None:
     if path.exists() and not force:
         raise WriteError(f"{path}: exists; use --force to overwrite")
@@ -96,6 +109,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         prune=args.prune,
         codebook=args.codebook,
         keep=tuple(args.keep or ()),
+        sqnr_offsets=_offsets(args.sqnr_offset or (), args.uniform),
         metadata=metadata,
     )
     sizes = [spec.nbytes for spec in specs]
@@ -240,13 +254,29 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("input", help="a .safetensors file or a sharded *.safetensors.index.json")
     compress.add_argument("-o", "--output", required=True, help="the .udnc file to write")
     rate = compress.add_mutually_exclusive_group()
-    rate.add_argument("--sqnr", type=float, help="target SQNR in dB per quantized tensor")
+    rate.add_argument(
+        "--sqnr",
+        type=float,
+        help=f"SQNR target in dB per quantized tensor, before the role offsets "
+        f"(default {DEFAULT_SQNR_DB:g})",
+    )
     rate.add_argument("--step", type=float, help="lattice step Δ for every quantized tensor")
     rate.add_argument(
         "--bits", type=float, help="average coded bits per quantized weight (searched)"
     )
     lattices = [m.name for m in Lattice]
     compress.add_argument("--lattice", default="Z1", choices=lattices, type=str.upper)
+    compress.add_argument(
+        "--sqnr-offset",
+        action="append",
+        metavar="GLOB=DB",
+        help="SQNR offset for matching tensors, before the default role offsets (repeatable)",
+    )
+    compress.add_argument(
+        "--uniform",
+        action="store_true",
+        help="one SQNR for every tensor: no default role offsets (embeddings, attention, ...)",
+    )
     compress.add_argument("--no-dither", action="store_true", help="plain lattice quantization")
     compress.add_argument("--seed", type=int, default=0, help="dither seed (0 .. 2^64-1)")
     coders = [m.name.lower() for m in Coder]

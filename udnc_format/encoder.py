@@ -23,6 +23,7 @@ from .constants import (
     DEFAULT_MIN_QUANTIZED_ELEMENTS,
     DEFAULT_PASSTHROUGH_CHUNK_BYTES,
     DEFAULT_SQNR_DB,
+    DEFAULT_SQNR_OFFSETS,
     MAX_CHUNK_WEIGHTS,
     MAX_NAME_BYTES,
     MAX_NDIM,
@@ -101,6 +102,9 @@ class EncodeOptions:
     prune        fraction of each quantized tensor's smallest weights pruned to exactly zero
     codebook     store each tensor's distinct lattice points as fitted shared vectors
     keep         glob patterns of tensor names stored losslessly
+    sqnr_offsets (glob, dB) pairs: a tensor's SQNR target is ``sqnr`` plus the offset of the
+                 first pattern its name matches (default: DEFAULT_SQNR_OFFSETS, lower targets
+                 for embeddings and attention queries and keys); () for one SQNR everywhere
     metadata     string to string user metadata
     chunk_weights  weights per symbol chunk (random access and parallel decoding granularity)
     min_elements, min_ndim  smaller tensors stay lossless
@@ -116,6 +120,7 @@ class EncodeOptions:
     prune: float = 0.0
     codebook: bool = False
     keep: tuple[str, ...] = ()
+    sqnr_offsets: tuple[tuple[str, float], ...] = DEFAULT_SQNR_OFFSETS
     metadata: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     chunk_weights: int = DEFAULT_CHUNK_WEIGHTS
     min_elements: int = DEFAULT_MIN_QUANTIZED_ELEMENTS
@@ -142,6 +147,10 @@ class EncodeOptions:
             values["keep"] = (values["keep"],)
         if "keep" in values:
             values["keep"] = tuple(values["keep"] or ())
+        if "sqnr_offsets" in values:
+            offsets = values["sqnr_offsets"] or ()
+            pairs = offsets.items() if isinstance(offsets, Mapping) else offsets
+            values["sqnr_offsets"] = tuple((str(p), float(o)) for p, o in pairs)
         if "metadata" in values:
             values["metadata"] = MappingProxyType(dict(values["metadata"] or {}))
         if isinstance(values.get("step"), Mapping):
@@ -207,6 +216,14 @@ class EncodeOptions:
             and array.size >= self.min_elements
             and not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.keep)
         )
+
+    def sqnr_for(self, name: str) -> float:
+        """The SQNR target of a tensor: ``sqnr`` plus the first matching offset."""
+        base = DEFAULT_SQNR_DB if self.sqnr is None else float(self.sqnr)
+        for pattern, offset in self.sqnr_offsets:
+            if fnmatch.fnmatchcase(name, pattern):
+                return base + offset
+        return base
 
     def step_for(self, name: str) -> float | None:
         if isinstance(self.step, Mapping):
@@ -361,7 +378,7 @@ def _encode_quantized(
         return finish(lattice_quantize(float(step)))
     # SQNR target: start from the dithered quantizer's exact expectation G·Δ², then correct by
     # the SQNR actually decoded (small tensors, no dither, codebooks and output rounding differ).
-    target = DEFAULT_SQNR_DB if options.sqnr is None else options.sqnr
+    target = options.sqnr_for(name)
     step = step_for_sqnr(energy, kept.size, unit, target, get_lattice(options.lattice))
     for _ in range(MAX_RATE_ITERATIONS):
         q = lattice_quantize(step)
