@@ -17,7 +17,7 @@ from .encoder import EncodedTensor
 from .errors import InvalidInputError, TensorNotFoundError, UDNCError, WriteError
 from .header import TensorEntry
 from .reader import TensorInfo, UDNCFile
-from .writer import Assembler, atomic_write
+from .writer import Assembler, atomic_write, create_temporary
 
 INDEX_SUFFIX = ".index.json"
 INDEX_FORMAT = "udnc-index"
@@ -54,9 +54,7 @@ def write_shards(
             assembler = Assembler(metadata, spool)
 
             def close_shard() -> None:
-                with tempfile.NamedTemporaryFile(
-                    dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
-                ) as out:
+                with create_temporary(target) as out:
                     temporaries.append((Path(out.name), [e.name for e in assembler.entries]))
                     assembler.finish(out)
                     out.flush()

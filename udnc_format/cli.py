@@ -7,7 +7,9 @@ Exit codes: 0 success, 1 bad input or failed check (one line on stderr), 2 usage
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
+import math
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,7 +25,7 @@ from .encoder import EncodeOptions, encode_tensors
 from .errors import InvalidInputError, UDNCError, WriteError
 from .rate import sqnr_for_bits
 from .reader import TensorInfo
-from .safetensors_io import TensorSpec, iter_checkpoint, write_safetensors
+from .safetensors_io import TensorSpec, checkpoint_files, iter_checkpoint, write_safetensors
 from .writer import write_file
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
@@ -93,6 +95,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     source, target = Path(args.input), Path(args.output)
     _check_output(index_path(target) if args.shard_size else target, args.force)
     specs, metadata, tensors = iter_checkpoint(source)
+    for pattern in args.keep or ():
+        if not args.quiet and not any(fnmatch.fnmatchcase(s.name, pattern) for s in specs):
+            print(f"udnc compress: warning: --keep {pattern!r} matches no tensor", file=sys.stderr)
     for item in args.metadata or ():
         key, sep, value = item.partition("=")
         if not sep:
@@ -132,7 +137,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if not args.quiet:
         with Checkpoint(target) as handle:
             quantized = sum(handle.info(name).encoding == "lattice" for name in handle)
-            size, source_size = handle.file_bytes, sum(sizes)
+            size = handle.file_bytes
+            source_size = sum(path.stat().st_size for path in checkpoint_files(source))
             shards = f" in {len(handle.files)} shards" if len(handle.files) > 1 else ""
             print(
                 f"{target}: {len(handle)} tensors ({quantized} quantized){shards}, "
@@ -187,12 +193,21 @@ def cmd_info(args: argparse.Namespace) -> int:
         versions = sorted({f"{f.header.major}.{f.header.minor}" for f in handle.files})
         file_size, shards = handle.file_bytes, len(handle.files)
     source = sum(i.source_bytes for i in infos)
+    quantized = [i for i in infos if i.encoding == "lattice"]
+    quantized_weights = sum(math.prod(i.shape) for i in quantized)
+    weights = sum(math.prod(i.shape) for i in infos)
     totals = {
         "file_bytes": file_size,
         "source_bytes": source,
         "ratio": source / file_size if file_size else 0.0,
         "tensors": len(infos),
-        "quantized": sum(i.encoding == "lattice" for i in infos),
+        "quantized": len(quantized),
+        "bits_per_weight": 8 * file_size / weights if weights else 0.0,
+        "quantized_bits_per_weight": (
+            8 * sum(i.stored_bytes for i in quantized) / quantized_weights
+            if quantized_weights
+            else 0.0
+        ),
     }
     if args.json:
         document = {
@@ -206,7 +221,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         return EXIT_OK
     in_shards = f" in {shards} shards" if shards > 1 else ""
     print(f"{path}: .udnc {', '.join(versions)}, {len(infos)} tensors{in_shards}")
-    header = f"{'name':40} {'dtype':6} {'shape':18} {'lattice':7} {'step':>10} {'dither':6} "
+    width = max([len("name"), *(len(i.name) for i in infos)])
+    header = f"{'name':{width}} {'dtype':6} {'shape':18} {'lattice':7} {'step':>10} {'dither':6} "
     print(header + f"{'bits/w':>7} {'bytes':>10} coder")
     for i in infos:
         shape = "x".join(map(str, i.shape)) or "scalar"
@@ -214,11 +230,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         step = f"{i.step:.4g}" if i.step is not None else "-"
         dither = ("yes" if i.dither else "no") if i.encoding == "lattice" else "-"
         print(
-            f"{i.name:40} {i.dtype:6} {shape:18} {lattice:7} {step:>10} {dither:6} "
+            f"{i.name:{width}} {i.dtype:6} {shape:18} {lattice:7} {step:>10} {dither:6} "
             f"{i.bits_per_weight:7.3f} {i.stored_bytes:>10,} {i.coder}"
         )
     print(
-        f"total: {source:,} source bytes -> {file_size:,} file bytes, "
+        f"total: {source:,} source bytes -> {file_size:,} file bytes "
+        f"({totals['quantized_bits_per_weight']:.3f} bits per quantized weight), "
         f"compression ratio {totals['ratio']:.2f}"
     )
     for key, value in metadata.items():
@@ -238,6 +255,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Shows an option's default where it has a meaningful one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="udnc", description="Universal deep neural network compression (.udnc files)."
@@ -250,7 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    compress = commands.add_parser("compress", parents=[common], help="safetensors -> .udnc")
+    compress = commands.add_parser(
+        "compress",
+        parents=[common],
+        help="safetensors -> .udnc",
+        formatter_class=_DefaultsFormatter,
+    )
     compress.add_argument("input", help="a .safetensors file or a sharded *.safetensors.index.json")
     compress.add_argument("-o", "--output", required=True, help="the .udnc file to write")
     rate = compress.add_mutually_exclusive_group()
@@ -265,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--bits", type=float, help="average coded bits per quantized weight (searched)"
     )
     lattices = [m.name for m in Lattice]
-    compress.add_argument("--lattice", default="Z1", choices=lattices, type=str.upper)
+    compress.add_argument(
+        "--lattice", default="Z1", choices=lattices, type=str.upper, help="quantization lattice"
+    )
     compress.add_argument(
         "--sqnr-offset",
         action="append",
@@ -280,7 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--no-dither", action="store_true", help="plain lattice quantization")
     compress.add_argument("--seed", type=int, default=0, help="dither seed (0 .. 2^64-1)")
     coders = [m.name.lower() for m in Coder]
-    compress.add_argument("--coder", default="zstd", choices=coders, type=str.lower)
+    compress.add_argument(
+        "--coder", default="zstd", choices=coders, type=str.lower, help="universal coder"
+    )
     compress.add_argument("--level", type=int, help="coder level")
     compress.add_argument("--prune", type=float, default=0.0, help="fraction pruned per tensor")
     compress.add_argument("--codebook", action="store_true", help="store fitted shared vectors")

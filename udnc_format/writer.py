@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -60,14 +61,24 @@ def assemble_bytes(encoded: Iterable[EncodedTensor], metadata: Mapping[str, str]
     return out.getvalue()
 
 
+def create_temporary(target: Path) -> IO[bytes]:
+    """A new, hidden file beside ``target``, created with mode 0o666 less the umask (as an
+    ordinary output would be, where tempfile's 0o600 would hide it from other users)."""
+    for _ in range(100):
+        path = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return open(path, "xb")
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {target}")
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write`` on a temporary file beside ``path`` and rename it into place only when it
     completed and reached the disk; on any failure (or interruption) remove it."""
     target = Path(path)
     try:
-        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - renamed or removed below
-            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
-        )
+        handle = create_temporary(target)
     except OSError as exc:
         raise WriteError(
             f"{target}: cannot create a file in {target.parent}: {exc.strerror}"
