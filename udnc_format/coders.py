@@ -35,7 +35,7 @@ LEVEL_RANGES: dict[Coder, tuple[int, int]] = {
 }
 
 
-def compress(coder: Coder, data: bytes, level: int | None = None) -> bytes:
+def compress(coder: Coder, data: bytes | memoryview, level: int | None = None) -> bytes:
     """Compress one chunk.
 
     >>> decompress(Coder.ZSTD, compress(Coder.ZSTD, b"abc"), 3)

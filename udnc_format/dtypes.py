@@ -57,6 +57,8 @@ def round_to_dtype(values: np.ndarray, dtype: Dtype) -> np.ndarray:
     return single if dtype is Dtype.F32 else single.astype(NUMPY_DTYPES[dtype])
 
 
-def to_little_endian_bytes(array: np.ndarray, dtype: Dtype) -> bytes:
-    """The tensor's elements in C order, little-endian."""
-    return np.ascontiguousarray(array, dtype=NUMPY_DTYPES[dtype]).tobytes()
+def little_endian_view(array: np.ndarray, dtype: Dtype) -> memoryview:
+    """The tensor's elements in C order, little-endian, as bytes; no copy when the array is
+    already so laid out."""
+    contiguous = np.ascontiguousarray(array, dtype=NUMPY_DTYPES[dtype]).reshape(-1)
+    return memoryview(contiguous.view(np.uint8))  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ from .constants import (
     Lattice,
     Serialization,
 )
-from .dtypes import QUANTIZABLE, dtype_of, to_little_endian_bytes
+from .dtypes import QUANTIZABLE, dtype_of, little_endian_view
 from .errors import DuplicateNameError, InvalidInputError
 from .header import ChunkRef, LatticeParams, StreamRef, TensorEntry
 from .lattices import get_lattice
@@ -247,7 +247,9 @@ class _StreamBuilder:
         self.coder, self.level = coder, level
         self.payloads: list[bytes] = []
 
-    def stream(self, raw_chunks: Iterable[bytes], coder: Coder | None = None) -> StreamRef:
+    def stream(
+        self, raw_chunks: Iterable[bytes | memoryview], coder: Coder | None = None
+    ) -> StreamRef:
         coder = self.coder if coder is None else coder
         refs = []
         for raw in raw_chunks:
@@ -257,18 +259,18 @@ class _StreamBuilder:
         return StreamRef(coder, tuple(refs))
 
     def byte_stream(
-        self, data: bytes, chunk_bytes: int = DEFAULT_PASSTHROUGH_CHUNK_BYTES
+        self, data: bytes | memoryview, chunk_bytes: int = DEFAULT_PASSTHROUGH_CHUNK_BYTES
     ) -> StreamRef:
-        """A stream of ``data`` cut in chunks; stored raw if the coder does not make it smaller
-        (float weights often do not compress)."""
+        """A stream of ``data`` cut in chunks, stored raw if the coder does not make the first
+        chunk smaller (float weights often do not compress)."""
         view = memoryview(data)
-        chunks = [bytes(view[i : i + chunk_bytes]) for i in range(0, len(data), chunk_bytes)]
-        first_payload = len(self.payloads)
-        stream = self.stream(chunks)
-        if stream.stored_length >= len(data) and stream.coder is not Coder.RAW:
-            del self.payloads[first_payload:]
-            stream = self.stream(chunks, Coder.RAW)
-        return stream
+        coder = self.coder
+        if coder is not Coder.RAW and len(view):
+            first = view[:chunk_bytes]
+            if len(coders.compress(coder, first, self.level)) >= len(first):
+                coder = Coder.RAW
+        pieces = (view[i : i + chunk_bytes] for i in range(0, len(view), chunk_bytes))
+        return self.stream(pieces, coder)
 
 
 def check_name(name: object) -> str:
@@ -321,7 +323,7 @@ def encode_tensor(name: str, array: Any, index: int, options: EncodeOptions) -> 
         if np.any(values):  # an all-zero tensor is cheaper and exact as passthrough
             return _encode_quantized(name, values, dtype, shape, index, options)
     builder = _StreamBuilder(options.coder, options.level)
-    data = to_little_endian_bytes(array, dtype)
+    data = little_endian_view(array, dtype)
     entry = TensorEntry(name, dtype, shape, passthrough=builder.byte_stream(data))
     return EncodedTensor(entry, tuple(builder.payloads))
 

@@ -19,7 +19,7 @@ from typing import IO, Any
 import numpy as np
 
 from .constants import Dtype
-from .dtypes import NUMPY_DTYPES, itemsize, to_little_endian_bytes
+from .dtypes import NUMPY_DTYPES, itemsize, little_endian_view
 from .errors import InvalidInputError
 from .fileio import read_array
 from .writer import atomic_write
@@ -203,6 +203,6 @@ def write_safetensors(
     def write(out: IO[bytes]) -> None:
         out.write(_header(specs, metadata))
         for spec, array in zip(specs, tensors, strict=True):
-            out.write(to_little_endian_bytes(array, spec.dtype))
+            out.write(little_endian_view(array, spec.dtype))
 
     atomic_write(path, write)
