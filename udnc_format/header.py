@@ -416,7 +416,8 @@ def check_layout(header: Header, data_start: int, file_size: int) -> None:
             for index, chunk in enumerate(stream.chunks):
                 place = f"{where} {kind} chunk {index}"
                 _check_chunk(chunk, stream.coder, place, data_start, file_size)
-                extents.append((chunk.offset, chunk.offset + chunk.stored_length, where))
+                if chunk.stored_length:  # an empty chunk shares no byte with any other
+                    extents.append((chunk.offset, chunk.offset + chunk.stored_length, where))
         if entry.passthrough is not None:
             expected = entry.source_bytes
             if entry.passthrough.raw_length != expected:
@@ -452,6 +453,8 @@ def _check_chunk(
 
 
 def _check_quantized(entry: TensorEntry, q: LatticeParams, where: str) -> None:
+    if q.codebook is not None and not 1 <= q.codebook_size <= MAX_CODEBOOK_SIZE:
+        raise LimitError(f"{where}: codebook size {q.codebook_size} outside 1..{MAX_CODEBOOK_SIZE}")
     if entry.dtype not in QUANTIZABLE:
         raise LayoutError(f"{where}: dtype {entry.dtype.name} cannot be lattice-coded")
     if not (math.isfinite(q.scale) and q.scale > 0):
@@ -465,10 +468,6 @@ def _check_quantized(entry: TensorEntry, q: LatticeParams, where: str) -> None:
         if q.codebook_size:
             raise LayoutError(f"{where}: codebook size {q.codebook_size} without a codebook")
     else:
-        if not 1 <= q.codebook_size <= MAX_CODEBOOK_SIZE:
-            raise LimitError(
-                f"{where}: codebook size {q.codebook_size} outside 1..{MAX_CODEBOOK_SIZE}"
-            )
         expected = q.codebook_size * dim * CODEWORD_ITEMSIZE
         if q.codebook.raw_length != expected:
             raise LayoutError(
