@@ -918,3 +918,20 @@ def test_bug_precedence_unknown_enum_before_limits() -> None:
 
     with pytest.raises(UnsupportedFeatureError):
         udnc_format.UDNCFile(crafted(edit))
+
+
+def test_sqnr_on_weights_too_small_to_scale_stores_them_losslessly() -> None:
+    """An SQNR target on subnormal float64 weights has no representable step: lossless."""
+    tensor = np.zeros((32, 32))
+    tensor[0, :2] = [5e-324, 1e-323]
+    out = load_all(udnc_format.save({"w": tensor}))
+    assert out["w"].tobytes() == tensor.tobytes()
+
+
+def test_a_tensor_named_like_safetensors_metadata_cannot_be_written_as_safetensors(tmp_path):
+    from udnc_format.safetensors_io import TensorSpec, write_safetensors
+
+    spec = TensorSpec("__metadata__", Dtype.U8, (1,))
+    with pytest.raises(InvalidInputError, match="__metadata__"):
+        write_safetensors(tmp_path / "x.safetensors", [spec], [np.zeros(1, np.uint8)], {})
+    assert not list(tmp_path.iterdir())

@@ -1,5 +1,5 @@
 """The ``udnc`` command: compress and decompress safetensors checkpoints, inspect and verify
-.udnc files.
+.udnc files, and run the conformance suite against another implementation.
 
 Exit codes: 0 success, 1 bad input or failed check (one line on stderr), 2 usage error.
 """
@@ -255,6 +255,36 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_conformance(args: argparse.Namespace) -> int:
+    # Imported here: compressing and decompressing do not need the suite.
+    try:
+        from udnc_conformance.runner import run_args
+    except ImportError as exc:
+        print(f"udnc conformance: the conformance suite is not installed: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return int(run_args(args))
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
 class _DefaultsFormatter(argparse.HelpFormatter):
     """Shows an option's default where it has a meaningful one."""
 
@@ -347,6 +377,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("input")
     verify.set_defaults(run=cmd_verify)
+
+    conformance = commands.add_parser(
+        "conformance",
+        help="run the conformance suite against a decoder or an encoder",
+        description="Run the .udnc conformance suite (spec/IMPLEMENTERS.md). Exit codes: 0 every "
+        "case passed, 1 some case failed, 2 usage error.",
+        formatter_class=_DefaultsFormatter,
+    )
+    conformance.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print only the failing cases and the summary",
+    )
+    implementation = conformance.add_mutually_exclusive_group(required=True)
+    implementation.add_argument(
+        "--decoder",
+        metavar="CMD",
+        help="decoder run as: CMD INPUT.udnc OUTPUT.safetensors ('reference': udnc_format)",
+    )
+    implementation.add_argument(
+        "--encoder",
+        metavar="CMD",
+        help="encoder run as: CMD INPUT.safetensors OUTPUT.udnc OPTIONS.json ('reference')",
+    )
+    conformance.add_argument(
+        "--profile", default="full", choices=["baseline", "full"], help="the cases to run"
+    )
+    conformance.add_argument(
+        "--vectors", metavar="DIR", help="test vectors (default: the suite's conformance/vectors)"
+    )
+    conformance.add_argument("--results", metavar="FILE", help="write per-case results as JSON")
+    conformance.add_argument(
+        "--timeout", type=_positive_float, default=60.0, metavar="S", help="seconds per case"
+    )
+    conformance.add_argument(
+        "--case", action="append", metavar="GLOB", help="run only matching case ids (repeatable)"
+    )
+    conformance.add_argument(
+        "-j", "--jobs", type=_positive_int, default=1, metavar="N", help="cases run at once"
+    )
+    conformance.set_defaults(run=cmd_conformance)
     return parser
 
 

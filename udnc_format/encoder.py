@@ -321,7 +321,9 @@ def encode_tensor(name: str, array: Any, index: int, options: EncodeOptions) -> 
                 f"(keep=[{name!r}])"
             )
         if np.any(values):  # an all-zero tensor is cheaper and exact as passthrough
-            return _encode_quantized(name, values, dtype, shape, index, options)
+            encoded = _encode_quantized(name, values, dtype, shape, index, options)
+            if encoded is not None:
+                return encoded
     builder = _StreamBuilder(options.coder, options.level)
     data = little_endian_view(array, dtype)
     entry = TensorEntry(name, dtype, shape, passthrough=builder.byte_stream(data))
@@ -344,7 +346,8 @@ def _encode_quantized(
     shape: tuple[int, ...],
     index: int,
     options: EncodeOptions,
-) -> EncodedTensor:
+) -> EncodedTensor | None:
+    """The tensor lattice-coded, or None where an SQNR target cannot be met by any step."""
     mask = prune_mask(values, options.prune)
     kept = values if mask is None else values[mask]
     # With pruning, the SQNR target is that of the quantization of the weights kept: the
@@ -381,8 +384,11 @@ def _encode_quantized(
     # SQNR target: start from the dithered quantizer's exact expectation G·Δ², then correct by
     # the SQNR actually decoded (small tensors, no dither, codebooks and output rounding differ).
     target = options.sqnr_for(name)
-    step = step_for_sqnr(energy, kept.size, unit, target, get_lattice(options.lattice))
+    codec = get_lattice(options.lattice)
+    step = step_for_sqnr(energy, kept.size, unit, target, codec)
     for _ in range(MAX_RATE_ITERATIONS):
+        if not 0 < codec.scale_for_step(step) < math.inf:
+            return None  # weights too close to 0 or to the float range to scale: keep them
         q = lattice_quantize(step)
         achieved = sqnr_db(energy, q.squared_error)
         if abs(achieved - target) <= SQNR_TOLERANCE_DB or not math.isfinite(achieved):

@@ -150,6 +150,11 @@ def quantize(
                 f"{np.abs(part).max():g} (lattice symbols beyond ±{MAX_ABS_COORDINATE})"
             )
         block_cosets, block_symbols = codec.closest(targets)
+        if block_symbols.size and np.abs(block_symbols).max() > MAX_ABS_COORDINATE:  # A2: X = 2x
+            raise InvalidInputError(
+                f"tensor {name!r}: step {step:g} is too small for weights up to "
+                f"{np.abs(part).max():g} (lattice symbols beyond ±{MAX_ABS_COORDINATE})"
+            )
         symbols[first : first + count] = block_symbols
         if cosets is not None and block_cosets is not None:
             cosets[first : first + count] = block_cosets
@@ -161,8 +166,9 @@ def quantize(
                 f"tensor {name!r}: weights near the largest {dtype.name} value decode beyond it; "
                 f"keep the tensor lossless (keep=[{name!r}])"
             )
-        error = (decoded - block[: part.size]) / error_unit
-        squared_error += float(np.dot(error, error))
+        with np.errstate(over="ignore"):  # an error far beyond max |w| counts as infinite
+            error = (decoded - block[: part.size]) / error_unit
+            squared_error += float(np.dot(error, error))
     return replace(
         q, cosets=cosets, symbols=symbols, squared_error=squared_error, error_unit=error_unit
     )

@@ -180,6 +180,8 @@ def _header(specs: Iterable[TensorSpec], metadata: Mapping[str, str]) -> bytes:
     document: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
     for spec in specs:
+        if spec.name == "__metadata__":
+            raise InvalidInputError("a tensor named '__metadata__' cannot be stored in safetensors")
         document[spec.name] = {
             "dtype": spec.dtype.name,
             "shape": list(spec.shape),

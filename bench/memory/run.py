@@ -115,9 +115,8 @@ def main() -> None:
     ]
     for row in rows:
         ok = "yes" if row["peak_rss_bytes"] <= budget else "**no**"
-        lines.append(
-            f"| {row['command']} | {row['peak_rss_bytes'] / MIB:,.0f} | {ok} | {row['seconds']:.1f} |"
-        )
+        peak = row["peak_rss_bytes"] / MIB
+        lines.append(f"| {row['command']} | {peak:,.0f} | {ok} | {row['seconds']:.1f} |")
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
