@@ -133,8 +133,3 @@ class SectionFlag(enum.IntFlag):
     """Flags of an extension section (spec §3.4)."""
 
     CRITICAL = 1
-
-
-def enum_by_name(kind: type[enum.IntEnum], name: str) -> enum.IntEnum:
-    """Look up an enumeration member by its case-insensitive name (``"e8"`` -> ``Lattice.E8``)."""
-    return kind[name.upper()]

@@ -246,11 +246,6 @@ def build_header(header: Header) -> bytes:
     return head + zlib.crc32(head).to_bytes(HEADER_CRC_SIZE, "little")
 
 
-def header_size(header: Header) -> int:
-    """Bytes before the data; independent of the offsets' values (fixed-width fields)."""
-    return len(build_header(header))
-
-
 def relocate_stream(stream: StreamRef, offset: int) -> tuple[StreamRef, int]:
     chunks = []
     for chunk in stream.chunks:

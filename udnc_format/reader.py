@@ -7,7 +7,6 @@ import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
@@ -181,8 +180,3 @@ class UDNCFile:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def open_file(path: str | Path) -> UDNCFile:
-    """Open a .udnc file lazily (the header only). Use as a context manager."""
-    return UDNCFile(path)
