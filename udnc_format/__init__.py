@@ -12,14 +12,16 @@ dtype('float32')
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
+from .adapters import available_adapters, get_adapter, register_adapter
 from .constants import VERSION_MAJOR, VERSION_MINOR, Coder, Dtype, Lattice
 from .encoder import EncodeOptions, encode_tensors
 from .errors import (
+    AdapterError,
     BadMagicError,
     ChecksumError,
     CorruptStreamError,
@@ -28,6 +30,7 @@ from .errors import (
     InvalidInputError,
     LayoutError,
     LimitError,
+    ModelMismatchError,
     TensorNotFoundError,
     TruncatedError,
     UDNCError,
@@ -42,8 +45,12 @@ __version__ = "0.1.0"
 FORMAT_VERSION = (VERSION_MAJOR, VERSION_MINOR)
 
 
-def save(tensors: Mapping[str, np.ndarray], **options: Any) -> bytes:
-    """Encode tensors to the bytes of a .udnc file; ``options`` are :class:`EncodeOptions`.
+Tensors = Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]]
+
+
+def save(tensors: Tensors, **options: Any) -> bytes:
+    """Encode tensors (a mapping, or (name, array) pairs consumed one at a time) to the bytes of
+    a .udnc file; ``options`` are :class:`EncodeOptions`.
 
     >>> data = save({"w": np.zeros((2, 2), np.float32)})
     >>> data[:8]
@@ -53,9 +60,7 @@ def save(tensors: Mapping[str, np.ndarray], **options: Any) -> bytes:
     return assemble_bytes(encode_tensors(tensors, opts), opts.metadata)
 
 
-def save_file(
-    tensors: Mapping[str, np.ndarray], path: str | os.PathLike[str], **options: Any
-) -> None:
+def save_file(tensors: Tensors, path: str | os.PathLike[str], **options: Any) -> None:
     """Encode tensors to a .udnc file, atomically: on failure nothing is left at ``path``.
 
     >>> import tempfile, pathlib
@@ -99,6 +104,7 @@ def open(path: str | os.PathLike[str]) -> UDNCFile:
 
 __all__ = [
     "FORMAT_VERSION",
+    "AdapterError",
     "BadMagicError",
     "ChecksumError",
     "Coder",
@@ -111,6 +117,7 @@ __all__ = [
     "Lattice",
     "LayoutError",
     "LimitError",
+    "ModelMismatchError",
     "TensorInfo",
     "TensorNotFoundError",
     "TruncatedError",
@@ -119,9 +126,12 @@ __all__ = [
     "UnsupportedFeatureError",
     "UnsupportedVersionError",
     "WriteError",
+    "available_adapters",
+    "get_adapter",
     "load",
     "load_file",
     "open",
+    "register_adapter",
     "save",
     "save_file",
 ]

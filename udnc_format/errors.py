@@ -94,6 +94,33 @@ class WriteError(UDNCError):
     kind = "write"
 
 
+class AdapterError(UDNCError):
+    """A framework adapter that is not known, cannot be imported, or whose framework is not
+    installed (the message names what to install); or a tensor the framework cannot hold."""
+
+    kind = "adapter"
+
+
+class ModelMismatchError(UDNCError):
+    """A file's tensors do not fit the model they are loaded into: names missing from the file,
+    names the model does not have, or different shapes; all of them reported at once."""
+
+    kind = "model-mismatch"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        missing: tuple[str, ...] = (),
+        unexpected: tuple[str, ...] = (),
+        mismatched: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.missing = missing  # in the model, not in the file
+        self.unexpected = unexpected  # in the file, not in the model
+        self.mismatched = mismatched  # (name, shape in the file, shape in the model)
+
+
 ALL_ERRORS: tuple[type[UDNCError], ...] = (
     UDNCError,
     FormatError,
@@ -109,4 +136,6 @@ ALL_ERRORS: tuple[type[UDNCError], ...] = (
     InvalidInputError,
     TensorNotFoundError,
     WriteError,
+    AdapterError,
+    ModelMismatchError,
 )

@@ -1,0 +1,187 @@
+"""TensorFlow tensors and variables, and Keras models' weights, in .udnc files (extra
+``udnc[tensorflow]``).
+
+Save a Keras model's weights, and load them back into the model::
+
+    udnc_adapters.tensorflow.save_model(model, "model.udnc", sqnr=40)
+    udnc_adapters.tensorflow.load_into(model, "model.udnc")
+
+``save``/``save_file`` take a mapping of names to ``tf.Tensor``, ``tf.Variable`` or Keras
+variables and ``load``/``load_file`` return ``tf.Tensor``; a Keras model's weights are named by
+their paths (``variable.path`` in Keras 3, such as ``"sequential/dense/kernel"``; ``.name``
+where there is no path). Keras 3 names layers (``dense``, ``dense_1``, ...) and so paths in the
+order they are created in a process: give layers (and Sequential models) explicit names, or
+build the model the same way in a fresh process, for its paths to match a file's.
+
+Every dtype of the format that TensorFlow has: float16/32/64, bfloat16, int8..64, uint8..64,
+bool, float8_e4m3fn and float8_e5m2 (not float8_e8m0fnu). Values are copied bit for bit, so what
+``load`` returns is what ``udnc_format.load`` decodes. Inputs are read, never changed. The
+options are those of ``udnc_format.save``. TensorFlow is imported when a function first runs,
+not with this module.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+import udnc_format
+from udnc_format import UDNCFile
+from udnc_format.dtypes import NUMPY_DTYPES
+from udnc_format.errors import AdapterError, DuplicateNameError, InvalidInputError
+
+from ._common import LoadResult, Source, check_fit, import_framework, install_command
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+REQUIRES = ("tensorflow",)
+INSTALL = install_command("tensorflow")
+
+_FORMAT_DTYPES = frozenset(NUMPY_DTYPES.values())
+
+
+def _tf() -> ModuleType:
+    return import_framework("tensorflow", "tensorflow", "tensorflow")
+
+
+def to_numpy(name: str, value: Any) -> np.ndarray:
+    """The value of a tf.Tensor, tf.Variable or Keras variable as a numpy array (to be read,
+    not written)."""
+    tf = _tf()
+    try:
+        dtype = tf.as_dtype(value.dtype)
+        array = value.numpy()
+    except (AttributeError, TypeError, NotImplementedError, ValueError) as exc:
+        raise InvalidInputError(
+            f"tensor {name!r}: expected an eager tf.Tensor, tf.Variable or Keras variable, "
+            f"got {type(value).__name__} ({exc})"
+        ) from None
+    array = np.asarray(array)
+    if array.dtype not in _FORMAT_DTYPES:
+        raise InvalidInputError(f"tensor {name!r}: {dtype.name} has no .udnc equivalent")
+    return array
+
+
+def from_numpy(name: str, array: np.ndarray) -> tf.Tensor:
+    """A tf.Tensor with the bits of ``array``."""
+    tf = _tf()
+    try:
+        tf.as_dtype(array.dtype)
+    except TypeError:
+        raise AdapterError(f"tensor {name!r}: TensorFlow has no {array.dtype} dtype") from None
+    return tf.convert_to_tensor(array)
+
+
+def _arrays(tensors: Mapping[str, Any]) -> Iterator[tuple[str, np.ndarray]]:
+    if not isinstance(tensors, Mapping):
+        raise InvalidInputError(
+            f"expected a mapping of names to tensors or variables, got {type(tensors).__name__}"
+        )
+    for name, value in tensors.items():
+        yield name, to_numpy(name, value)
+
+
+def save(tensors: Mapping[str, Any], **options: Any) -> bytes:
+    """Encode tensors and variables (name -> value) to the bytes of a .udnc file."""
+    _tf()
+    return udnc_format.save(_arrays(tensors), **options)
+
+
+def save_file(tensors: Mapping[str, Any], path: str | os.PathLike[str], **options: Any) -> None:
+    """Encode tensors and variables to a .udnc file, atomically, one at a time."""
+    _tf()
+    udnc_format.save_file(_arrays(tensors), path, **options)
+
+
+def load(data: bytes) -> dict[str, tf.Tensor]:
+    """Decode every tensor of a .udnc file held in memory."""
+    _tf()
+    with UDNCFile(data) as handle:
+        return {name: from_numpy(name, handle.get_tensor(name)) for name in handle}
+
+
+def load_file(path: str | os.PathLike[str]) -> dict[str, tf.Tensor]:
+    """Decode every tensor of a .udnc file."""
+    _tf()
+    with UDNCFile(path) as handle:
+        return {name: from_numpy(name, handle.get_tensor(name)) for name in handle}
+
+
+def variable_name(variable: Any) -> str:
+    """A weight's name in a file: its Keras 3 path, else its name."""
+    path = getattr(variable, "path", None)
+    return path if isinstance(path, str) and path else str(variable.name)
+
+
+def model_weights(model: Any) -> dict[str, Any]:
+    """A Keras model's (or layer's) weights by path; DuplicateNameError if two share one."""
+    weights = getattr(model, "weights", None)
+    if weights is None:
+        raise InvalidInputError(f"expected a Keras model or layer, got {type(model).__name__}")
+    named: dict[str, Any] = {}
+    for variable in weights:
+        name = variable_name(variable)
+        if name in named:
+            raise DuplicateNameError(f"two weights of the model are named {name!r}")
+        named[name] = variable
+    return named
+
+
+def save_model(model: Any, path: str | os.PathLike[str], **options: Any) -> None:
+    """Encode a Keras model's weights (trainable and not, such as batch-norm statistics), by
+    path, to a .udnc file."""
+    _tf()
+    udnc_format.save_file(_arrays(model_weights(model)), path, **options)
+
+
+def load_into(model: Any, path: Source, strict: bool = True) -> LoadResult:
+    """Assign a file's tensors to a Keras model's weights (matched by path), or to a mapping of
+    names to variables, in place: the variables stay the same objects, with their dtypes (values
+    are converted to them). Names and shapes are checked before anything is assigned; a shape
+    that differs, and with ``strict`` a name missing from the file or unknown to the model,
+    raise one ModelMismatchError listing them all. ``path`` may also be the bytes of a file.
+
+    Returns the names left aside: (missing, unexpected), empty with ``strict``.
+    """
+    tf = _tf()
+    if isinstance(model, Mapping):
+        targets = dict(model)
+        target = "the variables"
+        for name, variable in targets.items():
+            if not callable(getattr(variable, "assign", None)):
+                raise InvalidInputError(
+                    f"{name!r} is a {type(variable).__name__}, which cannot be assigned: "
+                    "give variables"
+                )
+    else:
+        targets = model_weights(model)
+        target = f"Keras model {getattr(model, 'name', type(model).__name__)!r}"
+        if not targets:
+            target += ", which has no weights (is it built?)"
+    shapes = {name: tuple(variable.shape) for name, variable in targets.items()}
+    with UDNCFile(path) as handle:
+        result = check_fit(handle, shapes, strict=strict, target=target)
+        for name in handle:
+            if name in targets:
+                variable = targets[name]
+                array = handle.get_tensor(name)
+                wanted = np.dtype(tf.as_dtype(variable.dtype).as_numpy_dtype)
+                variable.assign(array if array.dtype == wanted else array.astype(wanted))
+    return result
+
+
+__all__ = [
+    "LoadResult",
+    "load",
+    "load_file",
+    "load_into",
+    "model_weights",
+    "save",
+    "save_file",
+    "save_model",
+]

@@ -1,0 +1,161 @@
+"""udnc_adapters.tensorflow: every TensorFlow dtype of the format round-trips bit for bit with
+the numpy reference, from tf.Tensor and tf.Variable; inputs are never changed; a Keras model's
+weights by path with save_model / load_into and their strict checks."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from adapter_support import DTYPES, bits, cases, check_decoded
+
+import udnc_format
+from udnc_format.errors import (
+    AdapterError,
+    InvalidInputError,
+    ModelMismatchError,
+)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+from udnc_adapters import tensorflow as udnc_tf  # noqa: E402
+
+TF_DTYPES = [name for name in DTYPES if name != "float8_e8m0fnu"]  # TensorFlow lacks e8m0
+
+
+def snapshot(values: dict) -> dict:
+    return {name: (bits(v.numpy()), v.dtype, tuple(v.shape)) for name, v in values.items()}
+
+
+def test_every_other_dtype_is_missing_from_tensorflow() -> None:
+    for name in TF_DTYPES:
+        assert tf.as_dtype(DTYPES[name]).name == name
+    with pytest.raises(TypeError):
+        tf.as_dtype(DTYPES["float8_e8m0fnu"])
+
+
+@pytest.mark.parametrize("kind", ["tensor", "variable"])
+def test_every_dtype_round_trips_bit_exactly(kind: str) -> None:
+    original = cases(TF_DTYPES)
+    make = tf.constant if kind == "tensor" else tf.Variable
+    values = {name: make(array) for name, array in original.items()}
+    before = snapshot(values)
+    data = udnc_tf.save(values, lattice="D4", sqnr=28)
+    assert snapshot(values) == before
+    assert data == udnc_format.save(original, lattice="D4", sqnr=28)
+    loaded = udnc_tf.load(data)
+    assert all(isinstance(t, tf.Tensor) for t in loaded.values())
+    assert [t.dtype.name for t in loaded.values()] == [name.split(".")[0] for name in loaded]
+    check_decoded(original, data, {name: t.numpy() for name, t in loaded.items()})
+
+
+def test_save_file_and_load_file(tmp_path) -> None:
+    original = cases(["bfloat16", "float32", "uint64", "float8_e5m2"])
+    path = tmp_path / "w.udnc"
+    udnc_tf.save_file({name: tf.constant(a) for name, a in original.items()}, path)
+    assert path.read_bytes() == udnc_format.save(original)
+    loaded = udnc_tf.load_file(path)
+    check_decoded(original, path.read_bytes(), {n: t.numpy() for n, t in loaded.items()})
+
+
+def test_rejected_inputs_and_dtypes() -> None:
+    with pytest.raises(InvalidInputError, match=r"'w'.*ndarray"):
+        udnc_tf.save({"w": np.ones(3)})
+    with pytest.raises(InvalidInputError, match=r"'w': string has no .udnc equivalent"):
+        udnc_tf.save({"w": tf.constant(["a"])})
+    with pytest.raises(InvalidInputError, match=r"'w': complex64 has no"):
+        udnc_tf.save({"w": tf.constant([1j], tf.complex64)})
+    with pytest.raises(InvalidInputError, match=r"mapping"):
+        udnc_tf.save([tf.ones(3)])
+    e8m0 = udnc_format.save({"scales": np.ones(4, DTYPES["float8_e8m0fnu"])})
+    with pytest.raises(AdapterError, match=r"'scales': TensorFlow has no float8_e8m0fnu"):
+        udnc_tf.load(e8m0)
+
+
+def net(units: int = 32, extra: bool = False, dtype: str = "float32", name: str = "net"):
+    layers = [
+        keras.Input((64,)),
+        keras.layers.Dense(units, name="dense", dtype=dtype),
+        keras.layers.BatchNormalization(name="norm", dtype=dtype),
+    ]
+    if extra:
+        layers.append(keras.layers.Dense(4, name="head", dtype=dtype))
+    return keras.Sequential(layers, name=name)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_keras_model_weights_by_path(dtype: str, tmp_path) -> None:
+    source = net(dtype=dtype)
+    source.get_layer("norm").moving_mean.assign(np.linspace(-1, 1, 32))
+    before = snapshot({v.path: v for v in source.weights})
+    path = tmp_path / "net.udnc"
+    udnc_tf.save_model(source, path, sqnr=30)
+    assert snapshot({v.path: v for v in source.weights}) == before
+    original = {v.path: v.numpy() for v in source.weights}
+    assert list(original) == [
+        "net/dense/kernel",
+        "net/dense/bias",
+        "net/norm/gamma",
+        "net/norm/beta",
+        "net/norm/moving_mean",
+        "net/norm/moving_variance",
+    ]
+    data = path.read_bytes()
+    assert data == udnc_format.save(original, sqnr=30)
+
+    target = net(dtype=dtype)
+    variables = [(v, v.value) for v in target.weights]
+    assert udnc_tf.load_into(target, path) == ([], [])
+    assert [(v, v.value) for v in target.weights] == variables  # assigned in place
+    check_decoded(original, data, {v.path: v.numpy() for v in target.weights}, ["net/dense/kernel"])
+    inference = np.ones((2, 64), np.float32)
+    assert np.array_equal(
+        np.asarray(target(inference), np.float32), np.asarray(net_from(data, dtype)(inference))
+    )
+
+
+def net_from(data: bytes, dtype: str):
+    model = net(dtype=dtype)
+    for variable in model.weights:
+        variable.assign(udnc_format.load(data)[variable.path])
+    return model
+
+
+def test_load_into_reports_every_mismatch_at_once_and_changes_nothing(tmp_path) -> None:
+    path = tmp_path / "net.udnc"
+    udnc_tf.save_model(net(name="other"), path)  # other paths: every name differs
+    target = net(units=8, extra=True)
+    before = snapshot({v.path: v for v in target.weights})
+    with pytest.raises(ModelMismatchError, match=r"6 not in the model .'other/dense/kernel'"):
+        udnc_tf.load_into(target, path)
+    udnc_tf.save_model(net(), path)
+    with pytest.raises(ModelMismatchError) as caught:
+        udnc_tf.load_into(target, path)
+    error = caught.value
+    assert error.missing == ("net/head/kernel", "net/head/bias") and error.unexpected == ()
+    assert error.mismatched[0] == ("net/dense/kernel", (64, 32), (64, 8))
+    assert len(error.mismatched) == 6
+    assert str(error).startswith(f"{path}: does not fit Keras model 'net': 2 missing")
+    assert snapshot({v.path: v for v in target.weights}) == before
+    result = udnc_tf.load_into(net(extra=True), path, strict=False)
+    assert result == (["net/head/kernel", "net/head/bias"], [])
+    unbuilt = keras.Sequential([keras.layers.Dense(4)], name="lazy")
+    with pytest.raises(ModelMismatchError, match=r"'lazy', which has no weights .is it built"):
+        udnc_tf.load_into(unbuilt, path)
+
+
+def test_load_into_variables_by_name() -> None:
+    original = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(2, np.int8)}
+    data = udnc_format.save(original)
+    variables = {
+        "a": tf.Variable(np.zeros((2, 3), np.float32)),
+        "b": tf.Variable([0, 0], dtype=tf.int8),
+    }
+    handles = dict(variables)
+    assert udnc_tf.load_into(variables, data) == ([], [])
+    assert all(variables[n] is handles[n] for n in variables)
+    assert all(bits(variables[n].numpy()) == bits(original[n]) for n in original)
+    with pytest.raises(InvalidInputError, match=r"'a' is a .*Tensor, which cannot be assigned"):
+        udnc_tf.load_into({"a": tf.zeros((2, 3)), "b": variables["b"]}, data)
