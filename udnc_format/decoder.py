@@ -20,6 +20,7 @@ from .header import (
 )
 from .lattices import get_lattice
 from .philox import dither_centered
+from .quantizer import QuantizedTensor
 from .symbols import deserialize, unpack_bits, unzigzag
 
 # fetch(stream, chunk index) -> the chunk's decoded bytes, checksum and size already checked.
@@ -45,26 +46,8 @@ def decode_tensor(entry: TensorEntry, fetch: Fetch) -> np.ndarray:
         return np.frombuffer(data, dtype=dtype).reshape(entry.shape)
     assert entry.quantized is not None
     q = entry.quantized
-    mask = None
-    kept = entry.elements
-    if q.mask is not None:
-        mask = unpack_bits(read_stream(q.mask, fetch), 0, entry.elements).astype(bool)
-        kept = int(np.count_nonzero(mask))
-    vectors = vector_count(kept, q.dim)
-    expected = chunk_count(vectors, q.chunk_vectors)
-    if len(q.symbols.chunks) != expected:
-        raise LayoutError(
-            f"{len(q.symbols.chunks)} symbol chunks, but {kept} kept weights in vectors of "
-            f"{q.dim}, {q.chunk_vectors} per chunk, need {expected}"
-        )
-    check_symbol_chunks(q, vectors, "tensor")
-    codebook = None
-    if q.codebook is not None:
-        raw = read_stream(q.codebook, fetch)
-        codewords = np.frombuffer(raw, dtype="<f4").reshape(q.codebook_size, q.dim)
-        if not np.isfinite(codewords).all():
-            raise CorruptStreamError("the codebook holds a non-finite codeword (spec §6.6)")
-        codebook = codewords.astype(np.float64)
+    mask, kept, vectors, expected, codewords = _read_layout(entry, fetch)
+    codebook = None if codewords is None else codewords.astype(np.float64)
     values = _allocate(kept, dtype)
     width = q.chunk_vectors * q.dim
     for index in range(expected):
@@ -81,6 +64,76 @@ def decode_tensor(entry: TensorEntry, fetch: Fetch) -> np.ndarray:
     full = _allocate(entry.elements, dtype, zero=True)  # pruned weights decode to exactly zero
     full[mask] = values
     return full.reshape(entry.shape)
+
+
+def _read_layout(
+    entry: TensorEntry, fetch: Fetch
+) -> tuple[np.ndarray | None, int, int, int, np.ndarray | None]:
+    """A lattice-coded tensor's mask (or None), kept weights, vectors and symbol chunks, and
+    its codebook (K, n) float32 (or None), after the checks of spec §6.1, §6.6 and §6.7."""
+    assert entry.quantized is not None
+    q = entry.quantized
+    mask = None
+    kept = entry.elements
+    if q.mask is not None:
+        mask = unpack_bits(read_stream(q.mask, fetch), 0, entry.elements).astype(bool)
+        kept = int(np.count_nonzero(mask))
+    vectors = vector_count(kept, q.dim)
+    expected = chunk_count(vectors, q.chunk_vectors)
+    if len(q.symbols.chunks) != expected:
+        raise LayoutError(
+            f"{len(q.symbols.chunks)} symbol chunks, but {kept} kept weights in vectors of "
+            f"{q.dim}, {q.chunk_vectors} per chunk, need {expected}"
+        )
+    check_symbol_chunks(q, vectors, "tensor")
+    codewords = None
+    if q.codebook is not None:
+        raw = read_stream(q.codebook, fetch)
+        codewords = np.frombuffer(raw, dtype="<f4").reshape(q.codebook_size, q.dim)
+        if not np.isfinite(codewords).all():
+            raise CorruptStreamError("the codebook holds a non-finite codeword (spec §6.6)")
+    return mask, kept, vectors, expected, codewords
+
+
+def decode_quantized(entry: TensorEntry, fetch: Fetch) -> QuantizedTensor:
+    """A lattice-coded tensor as stored, before reconstruction: its lattice symbols and coset
+    bits, or its codebook and codeword indices, with mask, scale and dither parameters (the
+    inverse of ``encoder.encode_quantized``; ``squared_error`` is unknown and left 0)."""
+    assert entry.quantized is not None
+    q = entry.quantized
+    mask, _, vectors, expected, codewords = _read_layout(entry, fetch)
+    codec, n = get_lattice(q.lattice), q.dim
+    indices = np.empty(vectors, dtype=np.int32) if codewords is not None else None
+    symbols = np.empty((vectors, n), dtype=np.int32) if codewords is None else None
+    cosets = (
+        np.empty(vectors, dtype=np.uint8) if codewords is None and codec.has_coset_bit else None
+    )
+    for index in range(expected):
+        first = index * q.chunk_vectors
+        count = min(q.chunk_vectors, vectors - first)
+        raw = fetch(q.symbols, index)
+        if indices is not None:
+            indices[first : first + count] = chunk_indices(q, raw, count)
+        else:
+            assert symbols is not None
+            chunk_cosets, chunk_values = chunk_symbols(q, raw, count)
+            symbols[first : first + count] = chunk_values
+            if cosets is not None and chunk_cosets is not None:
+                cosets[first : first + count] = chunk_cosets
+    return QuantizedTensor(
+        entry.dtype,
+        entry.shape,
+        q.lattice,
+        q.scale,
+        q.prng,
+        q.seed,
+        q.dither_stream,
+        mask,
+        cosets=cosets,
+        symbols=symbols,
+        codebook=None if codewords is None else codewords.copy(),
+        indices=indices,
+    )
 
 
 def _allocate(count: int, dtype: np.dtype, zero: bool = False) -> np.ndarray:
@@ -105,14 +158,23 @@ def decode_chunk(
         else None
     )
     if codebook is not None:
-        indices = deserialize(raw, 0, count, q.serialization, q.codebook_size).astype(np.intp)
-        chosen = codebook[indices]
+        chosen = codebook[chunk_indices(q, raw, count)]
         return chosen if centred is None else chosen - codec.offsets(centred)
+    cosets, symbols = chunk_symbols(q, raw, count)
+    return codec.reconstruct(cosets, symbols, centred)
+
+
+def chunk_indices(q: LatticeParams, raw: bytes, count: int) -> np.ndarray:
+    """spec §6.2, §6.6: the codeword indices (count,) of a codebook-mode symbol chunk."""
+    return deserialize(raw, 0, count, q.serialization, q.codebook_size).astype(np.intp)
+
+
+def chunk_symbols(q: LatticeParams, raw: bytes, count: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """spec §6.2: the coset bits (E8; else None) and the symbols (count, n) of a symbol chunk."""
     cosets = None
     start = 0
-    if codec.has_coset_bit:
+    if get_lattice(q.lattice).has_coset_bit:
         cosets = unpack_bits(raw, 0, count)
         start = (count + 7) // 8
-    values = deserialize(raw, start, count * n, q.serialization, _SYMBOL_LIMIT)
-    symbols = unzigzag(values).reshape(count, n)
-    return codec.reconstruct(cosets, symbols, centred)
+    values = deserialize(raw, start, count * q.dim, q.serialization, _SYMBOL_LIMIT)
+    return cosets, unzigzag(values).reshape(count, q.dim)

@@ -94,7 +94,7 @@ class EncodeOptions:
     lattice      "Z1".."Z8", "A2", "D4" or "E8"
     step         Δ, the lattice scaled so that its cell volume is Δ^n: one number for every
                  quantized tensor, or a mapping from tensor name to Δ (others use ``sqnr``)
-    sqnr         target signal-to-quantization-noise ratio in dB per tensor (default 30); with
+    sqnr         target signal-to-quantization-noise ratio in dB per tensor (default 38); with
                  pruning, of the weights kept
     dither       subtractive dither on (default) or plain lattice quantization
     seed         64-bit dither seed
@@ -313,17 +313,9 @@ def encode_tensor(name: str, array: Any, index: int, options: EncodeOptions) -> 
         raise InvalidInputError(f"tensor {name!r}: {array.ndim} dimensions exceed {MAX_NDIM}")
     dtype = dtype_of(array, name)
     shape = tuple(int(d) for d in array.shape)
-    if options.quantizes(name, array, dtype):
-        values = array.reshape(-1)
-        if not np.isfinite(values).all():
-            raise InvalidInputError(
-                f"tensor {name!r} holds NaN or infinity and cannot be quantized; keep it lossless "
-                f"(keep=[{name!r}])"
-            )
-        if np.any(values):  # an all-zero tensor is cheaper and exact as passthrough
-            encoded = _encode_quantized(name, values, dtype, shape, index, options)
-            if encoded is not None:
-                return encoded
+    q = quantize_tensor(name, array, index, options)
+    if q is not None:
+        return encode_quantized(name, q, options)
     builder = _StreamBuilder(options.coder, options.level)
     data = little_endian_view(array, dtype)
     entry = TensorEntry(name, dtype, shape, passthrough=builder.byte_stream(data))
@@ -339,15 +331,45 @@ def sqnr_db(signal_energy: float, noise_energy: float) -> float:
     return 10.0 * math.log10(signal_energy / noise_energy) if signal_energy else -math.inf
 
 
-def _encode_quantized(
+def quantize_tensor(
+    name: str, array: np.ndarray, index: int, options: EncodeOptions
+) -> QuantizedTensor | None:
+    """The reference encoder's quantization of one tensor (``index`` is its dither stream), with
+    its centroid codebook if ``options.codebook``; None where the encoder stores the tensor
+    losslessly (see :meth:`EncodeOptions.quantizes`; all-zero tensors; SQNR targets no step
+    can meet). :func:`encode_quantized` codes the result."""
+    dtype = dtype_of(array, name)
+    if not options.quantizes(name, array, dtype):
+        return None
+    values = array.reshape(-1)
+    if not np.isfinite(values).all():
+        raise InvalidInputError(
+            f"tensor {name!r} holds NaN or infinity and cannot be quantized; keep it lossless "
+            f"(keep=[{name!r}])"
+        )
+    if not np.any(values):  # an all-zero tensor is cheaper and exact as passthrough
+        return None
+    return _quantize_values(name, values, dtype, tuple(int(d) for d in array.shape), index, options)
+
+
+def encode_quantized(name: str, q: QuantizedTensor, options: EncodeOptions) -> EncodedTensor:
+    """A quantized tensor (lattice symbols, or a codebook and indices: spec §6.6) as a
+    lattice-coded entry, with the coder, level and chunk size of ``options``. ``q`` may come
+    from :func:`quantize_tensor`, from a file (``UDNCFile.get_quantized``) or from fine-tuned
+    codewords; the file decodes exactly what the decoder's formula gives for it."""
+    builder = _StreamBuilder(options.coder, options.level)
+    return EncodedTensor(_lattice_entry(name, q, builder, options), tuple(builder.payloads))
+
+
+def _quantize_values(
     name: str,
     values: np.ndarray,
     dtype: Dtype,
     shape: tuple[int, ...],
     index: int,
     options: EncodeOptions,
-) -> EncodedTensor | None:
-    """The tensor lattice-coded, or None where an SQNR target cannot be met by any step."""
+) -> QuantizedTensor | None:
+    """The flattened weights quantized, or None where an SQNR target cannot be met by any step."""
     mask = prune_mask(values, options.prune)
     kept = values if mask is None else values[mask]
     # With pruning, the SQNR target is that of the quantization of the weights kept: the
@@ -370,13 +392,9 @@ def _encode_quantized(
             error_unit=unit,
         )
 
-    def encode(q: QuantizedTensor) -> EncodedTensor:
-        builder = _StreamBuilder(options.coder, options.level)
-        return EncodedTensor(_lattice_entry(name, q, builder, options), tuple(builder.payloads))
-
-    def finish(q: QuantizedTensor) -> EncodedTensor:
+    def finish(q: QuantizedTensor) -> QuantizedTensor:
         # The centroid codebook only lowers the error of the lattice quantization it refines.
-        return encode(with_centroid_codebook(q, kept, name)) if options.codebook else encode(q)
+        return with_centroid_codebook(q, kept, name) if options.codebook else q
 
     step = options.step_for(name)
     if step is not None:

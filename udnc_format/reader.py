@@ -13,10 +13,11 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from . import coders
-from .decoder import decode_tensor
+from .decoder import decode_quantized, decode_tensor
 from .errors import ChecksumError, TensorNotFoundError, TruncatedError, UDNCError
 from .fileio import read_at
 from .header import StreamRef, TensorEntry, read_header
+from .quantizer import QuantizedTensor
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,18 @@ class UDNCFile:
         entry = self._entry(name)
         try:
             return decode_tensor(entry, self._fetch)
+        except UDNCError as exc:
+            raise type(exc)(f"{self.source}: tensor {name!r}: {exc}") from None
+
+    def get_quantized(self, name: str) -> QuantizedTensor | None:
+        """Tensor ``name`` as stored, before reconstruction: its lattice symbols, or codebook
+        and codeword indices, with mask, scale and dither parameters (None for a passthrough
+        tensor). ``encoder.encode_quantized`` writes it back."""
+        entry = self._entry(name)
+        if entry.quantized is None:
+            return None
+        try:
+            return decode_quantized(entry, self._fetch)
         except UDNCError as exc:
             raise type(exc)(f"{self.source}: tensor {name!r}: {exc}") from None
 
