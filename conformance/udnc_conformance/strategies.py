@@ -35,7 +35,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 from hypothesis import reject
 from hypothesis import strategies as st
@@ -43,25 +42,9 @@ from hypothesis.extra.numpy import array_shapes, arrays
 
 import udnc_format
 from udnc_format import layout
+from udnc_format.dtypes import NUMPY_DTYPES
 
-DTYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "U8": np.dtype("<u1"),
-    "I8": np.dtype("<i1"),
-    "U16": np.dtype("<u2"),
-    "I16": np.dtype("<i2"),
-    "U32": np.dtype("<u4"),
-    "I32": np.dtype("<i4"),
-    "U64": np.dtype("<u8"),
-    "I64": np.dtype("<i8"),
-    "F16": np.dtype("<f2"),
-    "BF16": np.dtype(ml_dtypes.bfloat16),
-    "F32": np.dtype("<f4"),
-    "F64": np.dtype("<f8"),
-    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
-    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
-    "F8_E8M0": np.dtype(ml_dtypes.float8_e8m0fnu),
-}
+DTYPES: dict[str, np.dtype] = {dtype.name: numpy for dtype, numpy in NUMPY_DTYPES.items()}
 QUANTIZABLE = ("F16", "BF16", "F32", "F64")
 LATTICES = ("Z1", "Z2", "Z3", "Z4", "Z5", "Z6", "Z7", "Z8", "A2", "D4", "E8")
 CODERS = ("raw", "zstd", "lzma", "bz2", "deflate")
