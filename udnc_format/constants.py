@@ -80,7 +80,7 @@ class Dtype(enum.IntEnum):
 
 
 class Encoding(enum.IntEnum):
-    """How a tensor's values are stored (spec §4.3)."""
+    """How a tensor's values are stored (spec §4.1)."""
 
     PASSTHROUGH = 0
     LATTICE = 1
@@ -130,6 +130,6 @@ class Serialization(enum.IntEnum):
 
 
 class SectionFlag(enum.IntFlag):
-    """Flags of an extension section (spec §3.4)."""
+    """Flags of an extension section (spec §3.3)."""
 
     CRITICAL = 1

@@ -52,7 +52,7 @@ CODEWORD_ITEMSIZE = 4  # spec §6.6: codewords are float32
 
 @dataclass(frozen=True)
 class ChunkRef:
-    """Where one chunk is stored and what it decodes to (spec §4.5)."""
+    """Where one chunk is stored and what it decodes to (spec §4.3)."""
 
     offset: int
     stored_length: int
@@ -78,7 +78,7 @@ class StreamRef:
 
 @dataclass(frozen=True)
 class LatticeParams:
-    """How a quantized tensor is coded (spec §4.4)."""
+    """How a quantized tensor is coded (spec §4.5)."""
 
     lattice: Lattice
     prng: Prng
@@ -147,7 +147,7 @@ class TensorEntry:
 
 @dataclass(frozen=True)
 class Section:
-    """An extension section (spec §3.4)."""
+    """An extension section (spec §3.3)."""
 
     tag: bytes
     critical: bool
@@ -397,7 +397,7 @@ def vector_count(elements: int, dim: int) -> int:
 
 
 def chunk_count(vectors: int, chunk_vectors: int) -> int:
-    """Chunks of a symbol stream holding ``vectors`` vectors (spec §4.5)."""
+    """Chunks of a symbol stream holding ``vectors`` vectors (spec §6.1)."""
     return -(-vectors // chunk_vectors) if vectors else 0
 
 

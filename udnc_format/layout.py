@@ -26,8 +26,8 @@ from construct import (
 
 from .constants import MAGIC, Encoding
 
-LATTICE_FLAG_MASK = 1  # spec §4.4: a pruning mask stream follows
-LATTICE_FLAG_CODEBOOK = 2  # spec §4.4: a codebook stream follows
+LATTICE_FLAG_MASK = 1  # spec §4.5: a pruning mask stream follows
+LATTICE_FLAG_CODEBOOK = 2  # spec §4.5: a codebook stream follows
 LATTICE_FLAGS_KNOWN = LATTICE_FLAG_MASK | LATTICE_FLAG_CODEBOOK
 
 # spec §2: 16 bytes.
@@ -38,7 +38,7 @@ Preamble = Struct(
     "header_length" / Int32ul,
 )
 
-# spec §4.5: 28 bytes.
+# spec §4.3: 28 bytes.
 Chunk = Struct(
     "offset" / Int64ul,
     "stored_length" / Int64ul,
@@ -46,13 +46,13 @@ Chunk = Struct(
     "crc32" / Int32ul,
 )
 
-# spec §4.5
+# spec §4.3
 Stream = Struct(
     "coder" / Int8ul,
     "chunks" / PrefixedArray(Int32ul, Chunk),
 )
 
-# spec §4.4
+# spec §4.5
 LatticeDescriptor = Struct(
     "lattice" / Int8ul,
     "prng" / Int8ul,
@@ -93,13 +93,13 @@ TensorEntry = Struct(
     ),
 )
 
-# spec §3.3
+# spec §3.1
 MetadataEntry = Struct(
     "key" / PascalString(Int32ul, "utf8"),
     "value" / PascalString(Int32ul, "utf8"),
 )
 
-# spec §3.4
+# spec §3.3
 Section = Struct(
     "tag" / Bytes(4),
     "flags" / Int8ul,
