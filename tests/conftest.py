@@ -9,13 +9,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+from udnc_conformance.generate import edit_body as edit_header_body
+from udnc_conformance.generate import iter_chunk_containers
 
 import udnc_format
 from udnc_format import layout
@@ -222,34 +224,6 @@ def with_header_crc(data: bytes) -> bytes:
     if end + 4 > len(data):
         return data
     return data[:end] + zlib.crc32(data[:end]).to_bytes(4, "little") + data[end + 4 :]
-
-
-def iter_chunk_containers(body: Any) -> Iterator[Any]:
-    """Every Chunk container of a parsed header body (construct layout)."""
-    for tensor in body.tensors:
-        if tensor.encoding == 0:
-            yield from tensor.body.chunks
-        elif tensor.encoding == 1:
-            for key in ("mask", "codebook", "symbols"):
-                if tensor.body[key] is not None:
-                    yield from tensor.body[key].chunks
-
-
-def edit_header_body(data: bytes, edit: Callable[[Any], None]) -> bytes:
-    """The file with its header body parsed by udnc_format.layout, changed in place by
-    ``edit``, and rebuilt with a fresh length and CRC; if the body's size changes, the chunk
-    offsets move with the data region."""
-    length = int.from_bytes(data[12:16], "little")
-    body = layout.HeaderBody.parse(data[16 : 16 + length])
-    edit(body)
-    rebuilt = layout.HeaderBody.build(body)
-    shift = len(rebuilt) - length
-    if shift:
-        for chunk in iter_chunk_containers(body):
-            chunk.offset += shift
-        rebuilt = layout.HeaderBody.build(body)
-    head = data[:12] + len(rebuilt).to_bytes(4, "little") + rebuilt
-    return head + zlib.crc32(head).to_bytes(4, "little") + data[20 + length :]
 
 
 def refresh_chunk_crcs(data: bytes) -> bytes:
