@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import importlib.util
 import json
 import math
 import os
@@ -22,8 +23,18 @@ import numpy as np
 from .checkpoint import Checkpoint, index_path, write_shards
 from .constants import DEFAULT_SQNR_DB, DEFAULT_SQNR_OFFSETS, Coder, Lattice
 from .encoder import EncodeOptions, encode_tensors
-from .errors import InvalidInputError, UDNCError, WriteError
+from .errors import InvalidInputError, MissingDependencyError, UDNCError, WriteError
 from .rate import sqnr_for_bits
+from .rd import (
+    ALLOCATIONS,
+    DEFAULT_RD_LATTICES,
+    DEFAULT_RD_SQNRS,
+    RDPoint,
+    curves_of,
+    plot_curves,
+    rd_sweep,
+    settings_for,
+)
 from .reader import TensorInfo
 from .safetensors_io import TensorSpec, checkpoint_files, iter_checkpoint, write_safetensors
 from .writer import write_file
@@ -265,6 +276,79 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     return int(run_args(args))
 
 
+def _rd_table(points: Sequence[RDPoint]) -> list[str]:
+    width = max([len("curve"), *(len(p.curve) for p in points)])
+    lines = [
+        f"{'curve':{width}} {'target dB':>9} {'SQNR dB':>8} {'bits/weight':>11} {'ratio':>6} "
+        f"{'step':>10} {'encode s':>8} {'decode s':>8}"
+    ]
+    for p in points:
+        step = f"{p.step:.4g}" if p.step is not None else "per tensor"
+        lines.append(
+            f"{p.curve:{width}} {p.target_sqnr:9.2f} {p.sqnr:8.2f} {p.bits_per_weight:11.4f} "
+            f"{8 * p.source_bytes / (p.bits_per_weight * p.weights):6.2f} {step:>10} "
+            f"{p.encode_seconds:8.2f} {p.decode_seconds:8.2f}"
+        )
+    return lines
+
+
+def cmd_rd(args: argparse.Namespace) -> int:
+    # Fail before the sweep, not after it: the output must be writable and matplotlib present.
+    if args.plot is not None:
+        _check_output(Path(args.plot), args.force)
+        if importlib.util.find_spec("matplotlib") is None:
+            raise MissingDependencyError("--plot needs matplotlib: pip install 'udnc[plot]'")
+    dithers = {"on": (True,), "off": (False,), "both": (True, False)}[args.dither]
+    settings = settings_for(args.lattice or DEFAULT_RD_LATTICES, dithers, args.sqnr)
+
+    def progress(items: Iterator[T], sizes: Sequence[int], description: str) -> Iterator[T]:
+        return _progress(items, sizes, description, args.quiet)
+
+    points = []
+    for point in rd_sweep(
+        args.input,
+        settings,
+        allocation=args.allocation,
+        coder=args.coder,
+        level=args.level,
+        workdir=args.work_dir,
+        progress=progress,
+    ):
+        points.append(point)
+        if not args.quiet:
+            print(
+                f"rd: {point.curve} at {point.target_sqnr:g} dB: {point.bits_per_weight:.4f} "
+                f"bits/weight, {point.sqnr:.2f} dB",
+                file=sys.stderr,
+            )
+    if args.plot is not None:
+        title = f"{Path(args.input).name}: rate-distortion of udnc ({args.coder})"
+        plot_curves(curves_of(points), args.plot, title)
+    tensors, weights = points[0].tensors, points[0].weights
+    if args.json:
+        document = {
+            "input": str(args.input),
+            "tensors": tensors,
+            "weights": weights,
+            "source_bytes": points[0].source_bytes,
+            "allocation": args.allocation,
+            "coder": args.coder,
+            "level": args.level,
+            "points": [p.as_dict() for p in points],
+        }
+        print(json.dumps(document, indent=2))
+        return EXIT_OK
+    allocation = {"step": "one global step", "sqnr": "one SQNR per tensor"}[args.allocation]
+    print(
+        f"{args.input}: {weights:,} weights in {tensors} quantizable tensors; {allocation}; "
+        f"coder {args.coder}; bits/weight = 8 x .udnc file size / weights, SQNR over all of them"
+    )
+    print("\n".join(_rd_table(points)))
+    if args.plot is not None:
+        print(f"plot: {args.plot}")
+    return EXIT_OK
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -293,6 +377,54 @@ class _DefaultsFormatter(argparse.HelpFormatter):
         if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
             text += " (default: %(default)s)"
         return text
+
+
+def _add_rd_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    rd = commands.add_parser(
+        "rd",
+        parents=[common],
+        help="rate-distortion curves of a checkpoint: bits/weight against global SQNR",
+        description="Compress the quantizable tensors of a checkpoint at several settings into "
+        "real .udnc files (in a temporary directory), decode them, and report bits per weight "
+        "(8 x file size / weights) against the global SQNR 10 log10(sum w^2 / sum (w - w')^2) "
+        "over all of them, with encode and decode times.",
+        formatter_class=_DefaultsFormatter,
+    )
+    rd.add_argument("input", help="a .safetensors file or a sharded *.safetensors.index.json")
+    rd.add_argument(
+        "--lattice",
+        action="append",
+        choices=[m.name for m in Lattice],
+        type=str.upper,
+        help="a lattice to sweep (repeatable; default: Z1 and E8)",
+    )
+    rd.add_argument(
+        "--dither", default="both", choices=["on", "off", "both"], help="dither settings to sweep"
+    )
+    rd.add_argument(
+        "--sqnr",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_RD_SQNRS),
+        metavar="DB",
+        help="target global SQNRs in dB",
+    )
+    rd.add_argument(
+        "--allocation",
+        default="step",
+        choices=list(ALLOCATIONS),
+        help="'step': one step for every tensor (equal noise per weight); 'sqnr': the same SQNR "
+        "for every tensor",
+    )
+    rd.add_argument(
+        "--coder", default="zstd", choices=[m.name.lower() for m in Coder], type=str.lower
+    )
+    rd.add_argument("--level", type=int, help="coder level")
+    rd.add_argument("--json", action="store_true", help="machine-readable output")
+    rd.add_argument("--plot", metavar="PNG", help="draw the curves into this PNG (matplotlib)")
+    rd.add_argument("-f", "--force", action="store_true", help="overwrite the plot")
+    rd.add_argument("--work-dir", metavar="DIR", help="where the temporary .udnc files go")
+    rd.set_defaults(run=cmd_rd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -377,6 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("input")
     verify.set_defaults(run=cmd_verify)
+
+    _add_rd_command(commands, common)
 
     conformance = commands.add_parser(
         "conformance",

@@ -101,6 +101,13 @@ class AdapterError(UDNCError):
     kind = "adapter"
 
 
+class MissingDependencyError(UDNCError):
+    """An optional feature needs a package that is not installed (the message names the extra
+    to install, e.g. ``pip install 'udnc[plot]'``)."""
+
+    kind = "missing-dependency"
+
+
 class ModelMismatchError(UDNCError):
     """A file's tensors do not fit the model they are loaded into: names missing from the file,
     names the model does not have, or different shapes; all of them reported at once."""
@@ -137,5 +144,6 @@ ALL_ERRORS: tuple[type[UDNCError], ...] = (
     TensorNotFoundError,
     WriteError,
     AdapterError,
+    MissingDependencyError,
     ModelMismatchError,
 )
