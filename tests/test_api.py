@@ -94,7 +94,7 @@ def test_udncfile_reads_buffers(wrap, rng) -> None:
 def test_exports() -> None:
     for name in udnc_format.__all__:
         assert hasattr(udnc_format, name), name
-    assert udnc_format.FORMAT_VERSION == (1, 0)
+    assert udnc_format.FORMAT_VERSION == (1, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,15 +301,21 @@ def test_quantized_tensor_is_smaller(rng) -> None:
 
 def test_default_role_offsets_set_per_tensor_targets() -> None:
     """Without options, tensors named like embeddings or attention values get the default role
-    offsets; ``sqnr_offsets=()`` gives one target everywhere."""
+    offsets (the first matching pattern wins); ``sqnr_offsets=()`` gives one target everywhere."""
     rng = np.random.default_rng(3)
     tensors = {
         name: rng.normal(size=(128, 128)).astype(np.float32)
-        for name in ("model.embed_tokens.weight", "layer.0.attention.value.weight", "fc.weight")
+        for name in (
+            "embeddings.word_embeddings.weight",
+            "model.embed_tokens.weight",
+            "layer.0.attention.value.weight",
+            "fc.weight",
+        )
     }
     out = udnc_format.load(udnc_format.save(tensors, sqnr=30))
     offsets = dict(udnc_format.constants.DEFAULT_SQNR_OFFSETS)
     expected = {
+        "embeddings.word_embeddings.weight": 30 + offsets["*word_embeddings*"],
         "model.embed_tokens.weight": 30 + offsets["*embed*"],
         "layer.0.attention.value.weight": 30 + offsets["*value*"],
         "fc.weight": 30,
