@@ -74,24 +74,31 @@ def save_file(tensors: Tensors, path: str | os.PathLike[str], **options: Any) ->
     write_file(encode_tensors(tensors, opts), opts.metadata, path)
 
 
-def load(data: bytes) -> dict[str, np.ndarray]:
-    """Decode every tensor of a .udnc file held in memory.
+def load(data: bytes, *, max_tensor_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """Decode every tensor of a .udnc file held in memory. ``max_tensor_bytes`` rejects, with a
+    LimitError and before decoding it, a tensor that declares more decoded bytes (SECURITY.md).
 
     >>> load(save({"b": np.arange(3, dtype=np.int64)}))["b"].tolist()
     [0, 1, 2]
+    >>> load(save({"b": np.arange(3, dtype=np.int64)}), max_tensor_bytes=16)
+    Traceback (most recent call last):
+    udnc_format.errors.LimitError: <bytes>: tensor 'b': declares 24 decoded bytes, over the ...
     """
-    with UDNCFile(data) as handle:
+    with UDNCFile(data, max_tensor_bytes=max_tensor_bytes) as handle:
         return {name: handle.get_tensor(name) for name in handle}
 
 
-def load_file(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Decode every tensor of a .udnc file."""
-    with UDNCFile(path) as handle:
+def load_file(
+    path: str | os.PathLike[str], *, max_tensor_bytes: int | None = None
+) -> dict[str, np.ndarray]:
+    """Decode every tensor of a .udnc file (``max_tensor_bytes`` as for :func:`load`)."""
+    with UDNCFile(path, max_tensor_bytes=max_tensor_bytes) as handle:
         return {name: handle.get_tensor(name) for name in handle}
 
 
-def open(path: str | os.PathLike[str]) -> UDNCFile:
-    """Open a file lazily: only the header is read until a tensor is asked for.
+def open(path: str | os.PathLike[str], *, max_tensor_bytes: int | None = None) -> UDNCFile:
+    """Open a file lazily: only the header is read until a tensor is asked for
+    (``max_tensor_bytes`` as for :func:`load`).
 
     >>> import tempfile, pathlib
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.udnc"
@@ -100,7 +107,7 @@ def open(path: str | os.PathLike[str]) -> UDNCFile:
     ...     f.keys(), f.metadata(), f.info("w").lattice
     (['w'], {'k': 'v'}, 'Z1')
     """
-    return UDNCFile(path)
+    return UDNCFile(path, max_tensor_bytes=max_tensor_bytes)
 
 
 __all__ = [

@@ -103,7 +103,9 @@ class Checkpoint:
     """A .udnc file or a sharded checkpoint (its ``*.udnc.index.json``), read lazily: the
     same questions as :class:`UDNCFile`, across all shards."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, max_tensor_bytes: int | None = None
+    ) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise InvalidInputError(f"{self.path}: no such file")
@@ -111,7 +113,7 @@ class Checkpoint:
         self._owner: dict[str, UDNCFile] = {}
         try:
             for shard in self._shards():
-                handle = UDNCFile(shard)
+                handle = UDNCFile(shard, max_tensor_bytes=max_tensor_bytes)
                 self._files.append(handle)
                 for name in handle:
                     if name in self._owner:

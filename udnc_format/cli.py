@@ -161,7 +161,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 def cmd_decompress(args: argparse.Namespace) -> int:
     source, target = Path(args.input), Path(args.output)
     _check_output(target, args.force)
-    with _open(source) as handle:
+    with _open(source, args.max_tensor_bytes) as handle:
         specs = [TensorSpec(e.name, e.dtype, e.shape) for e in handle.entries()]
         names = _progress(
             [s.name for s in specs], [s.nbytes for s in specs], "decompress", args.quiet
@@ -173,8 +173,8 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _open(path: Path) -> Checkpoint:
-    return Checkpoint(path)
+def _open(path: Path, max_tensor_bytes: int | None = None) -> Checkpoint:
+    return Checkpoint(path, max_tensor_bytes=max_tensor_bytes)
 
 
 def _info_dict(info: TensorInfo) -> dict[str, Any]:
@@ -256,7 +256,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     path = Path(args.input)
-    with _open(path) as handle:
+    with _open(path, args.max_tensor_bytes) as handle:
         sizes = [entry.source_bytes for entry in handle.entries()]
         for name in _progress(handle.keys(), sizes, "verify", args.quiet):
             handle.get_tensor(name)
@@ -338,7 +338,11 @@ def cmd_rd(args: argparse.Namespace) -> int:
         }
         print(json.dumps(document, indent=2))
         return EXIT_OK
-    allocation = {"step": "one global step", "sqnr": "one SQNR per tensor"}[args.allocation]
+    allocation = {
+        "step": "one global step",
+        "sqnr": "one SQNR per tensor",
+        "roles": "per-tensor SQNR with the role offsets",
+    }[args.allocation]
     print(
         f"{args.input}: {weights:,} weights in {tensors} quantizable tensors; {allocation}; "
         f"coder {args.coder}; bits/weight = 8 x .udnc file size / weights, SQNR over all of them"
@@ -414,7 +418,7 @@ def _add_rd_command(commands: Any, common: argparse.ArgumentParser) -> None:
         default="step",
         choices=list(ALLOCATIONS),
         help="'step': one step for every tensor (equal noise per weight); 'sqnr': the same SQNR "
-        "for every tensor",
+        "for every tensor; 'roles': compress's per-role SQNR offsets around the target",
     )
     rd.add_argument(
         "--coder", default="zstd", choices=[m.name.lower() for m in Coder], type=str.lower
@@ -436,6 +440,14 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)  # -q is also accepted after the command
     common.add_argument(
         "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=quiet_help
+    )
+    limits = argparse.ArgumentParser(add_help=False)
+    limits.add_argument(
+        "--max-tensor-bytes",
+        type=parse_size,
+        metavar="SIZE",
+        help="reject (exit 1) a tensor that declares more decoded bytes, e.g. 1G: for files "
+        "from untrusted sources (SECURITY.md)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -493,7 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("-f", "--force", action="store_true", help="overwrite the output")
     compress.set_defaults(run=cmd_compress)
 
-    decompress = commands.add_parser("decompress", parents=[common], help=".udnc -> safetensors")
+    decompress = commands.add_parser(
+        "decompress", parents=[common, limits], help=".udnc -> safetensors"
+    )
     decompress.add_argument("input", help="a .udnc file or a sharded *.udnc.index.json")
     decompress.add_argument("-o", "--output", required=True)
     decompress.add_argument("-f", "--force", action="store_true", help="overwrite the output")
@@ -505,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(run=cmd_info)
 
     verify = commands.add_parser(
-        "verify", parents=[common], help="check every checksum and decode everything"
+        "verify", parents=[common, limits], help="check every checksum and decode everything"
     )
     verify.add_argument("input")
     verify.set_defaults(run=cmd_verify)

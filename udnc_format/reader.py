@@ -14,7 +14,7 @@ import numpy as np
 
 from . import coders
 from .decoder import decode_quantized, decode_tensor
-from .errors import ChecksumError, TensorNotFoundError, TruncatedError, UDNCError
+from .errors import ChecksumError, LimitError, TensorNotFoundError, TruncatedError, UDNCError
 from .fileio import read_at
 from .header import StreamRef, TensorEntry, read_header
 from .quantizer import QuantizedTensor
@@ -84,7 +84,15 @@ class UDNCFile:
     (['w'], (4, 300))
     """
 
-    def __init__(self, source: bytes | bytearray | memoryview | str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        source: bytes | bytearray | memoryview | str | os.PathLike[str],
+        *,
+        max_tensor_bytes: int | None = None,
+    ) -> None:
+        # spec §9: a decoder MAY set a lower memory limit than the format's; a server opening
+        # untrusted files sets one (SECURITY.md), or a tiny file may declare gigabytes.
+        self.max_tensor_bytes = max_tensor_bytes
         self._file: BinaryIO | None = None
         self._data: memoryview | None = None
         if isinstance(source, (bytes, bytearray, memoryview)):
@@ -154,13 +162,31 @@ class UDNCFile:
         """How tensor ``name`` is stored."""
         return TensorInfo.from_entry(self._entry(name))
 
+    def _check_budget(self, entry: TensorEntry) -> None:
+        """LimitError before decoding a tensor whose declared sizes exceed max_tensor_bytes."""
+        declared = max(entry.source_bytes, sum(s.raw_length for s in entry.streams()))
+        if self.max_tensor_bytes is not None and declared > self.max_tensor_bytes:
+            raise LimitError(
+                f"{self.source}: tensor {entry.name!r}: declares {declared} decoded bytes, over "
+                f"the limit of {self.max_tensor_bytes} (max_tensor_bytes)"
+            )
+
     def get_tensor(self, name: str) -> np.ndarray:
         """Decode tensor ``name`` (checking every checksum on the way)."""
         entry = self._entry(name)
+        self._check_budget(entry)
         try:
             return decode_tensor(entry, self._fetch)
         except UDNCError as exc:
             raise type(exc)(f"{self.source}: tensor {name!r}: {exc}") from None
+        except MemoryError:
+            raise self._out_of_memory(entry) from None
+
+    def _out_of_memory(self, entry: TensorEntry) -> LimitError:
+        return LimitError(
+            f"{self.source}: tensor {entry.name!r}: its {entry.source_bytes} decoded bytes do "
+            "not fit in memory"
+        )
 
     def get_quantized(self, name: str) -> QuantizedTensor | None:
         """Tensor ``name`` as stored, before reconstruction: its lattice symbols, or codebook
@@ -169,10 +195,13 @@ class UDNCFile:
         entry = self._entry(name)
         if entry.quantized is None:
             return None
+        self._check_budget(entry)
         try:
             return decode_quantized(entry, self._fetch)
         except UDNCError as exc:
             raise type(exc)(f"{self.source}: tensor {name!r}: {exc}") from None
+        except MemoryError:
+            raise self._out_of_memory(entry) from None
 
     def close(self) -> None:
         """Release the file; tensors already returned stay valid."""
