@@ -21,6 +21,7 @@ from udnc_format.rd import (
     compare_set,
     curves_of,
     global_step,
+    measure_point,
     plot_curves,
     rd_sweep,
     settings_for,
@@ -88,6 +89,32 @@ def test_one_sqnr_per_tensor_allocation(checkpoint, capsys):
     for p in document["points"]:
         assert p["step"] is None and p["allocation"] == "sqnr" and p["lattice"] == "E8"
         assert abs(p["sqnr"] - 24) < 0.3  # every tensor at 24 dB: so is the whole
+
+
+def test_role_offsets_allocation_misses_the_global_target(checkpoint, capsys):
+    """compress --sqnr's role offsets: "embed*" tensors get 10 dB less, so the global SQNR is
+    below the target (the definition gap bench/rd explains)."""
+    renamed = checkpoint.parent / "roles.safetensors"
+    st_save_file(
+        {"embed.weight": WEIGHTS["layer.weight"], "fc.weight": WEIGHTS["head.weight"]}, str(renamed)
+    )
+    document = rd_json(capsys, renamed, "--allocation", "roles", "--sqnr", "30", "--lattice", "Z1")
+    assert all(p["sqnr"] < 28 for p in document["points"])
+
+
+def test_decoded_tensors_are_shown_to_the_caller(checkpoint, tmp_path):
+    compared, scratch = compare_set(checkpoint), tmp_path / "scratch"
+    scratch.mkdir()
+    seen: dict[str, np.ndarray] = {}
+    point = measure_point(
+        checkpoint,
+        compared,
+        settings_for(["D4"], [False], [22])[0],
+        scratch,
+        on_decoded=seen.__setitem__,
+    )
+    assert set(seen) == set(COMPARED) and list(scratch.iterdir()) == []
+    assert point.sqnr == pytest.approx(global_sqnr(seen), abs=1e-9)
 
 
 def test_table_progress_and_quiet(checkpoint, capsys):

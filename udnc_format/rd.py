@@ -14,7 +14,9 @@ Definitions (the same in ``udnc rd`` and bench/rd):
 The rate allocation is one global step Δ for every tensor: equal noise per weight, the
 allocation that minimizes the rate at a given global SQNR at high rate (and, measured on
 all-MiniLM-L6-v2, lower than one SQNR per tensor: bench/rd). ``allocation="sqnr"`` gives each
-tensor the same SQNR instead, as ``udnc compress --uniform --sqnr`` does.
+tensor the same SQNR instead, as ``udnc compress --uniform --sqnr`` does; ``allocation="roles"``
+applies compress's default per-role offsets to that SQNR (``udnc compress --sqnr``), so the
+global SQNR lands far from the target (embeddings, queries and keys get less).
 
 Everything streams tensor by tensor: the checkpoint is read once to measure its energy, then
 once to encode and once to decode per setting; one tensor (plus its decoded copy) is in memory
@@ -44,7 +46,7 @@ from .writer import atomic_write, write_file
 
 DEFAULT_RD_LATTICES = (Lattice.Z1, Lattice.E8)
 DEFAULT_RD_SQNRS = (20.0, 25.0, 30.0, 35.0, 40.0)
-ALLOCATIONS = ("step", "sqnr")
+ALLOCATIONS = ("step", "sqnr", "roles")
 _BLOCK = 1 << 20  # elements per block of the error sums (no full-size float64 temporaries)
 
 # Wraps the iteration over tensors (a progress bar): (items, sizes in bytes, description).
@@ -203,6 +205,14 @@ def settings_for(
     return chosen
 
 
+def _rate_options(allocation: str, step: float | None, sqnr: float) -> dict[str, Any]:
+    if allocation == "step":
+        return {"step": step}
+    if allocation == "sqnr":
+        return {"sqnr": sqnr, "sqnr_offsets": ()}
+    return {"sqnr": sqnr}  # "roles": compress's default per-role offsets around this SQNR
+
+
 def measure_point(
     path: str | os.PathLike[str],
     compared: CompareSet,
@@ -213,9 +223,11 @@ def measure_point(
     coder: Coder | str = Coder.ZSTD,
     level: int | None = None,
     progress: TensorProgress = _no_progress,
+    on_decoded: Callable[[str, np.ndarray], None] | None = None,
 ) -> RDPoint:
     """Encode the compared tensors of ``path`` with one setting into a real .udnc file in
-    ``workdir`` (removed afterwards), decode it, and measure rate, global SQNR and times."""
+    ``workdir`` (removed afterwards), decode it, and measure rate, global SQNR and times;
+    ``on_decoded(name, tensor)`` sees each decoded tensor (to evaluate the model, say)."""
     if allocation not in ALLOCATIONS:
         raise InvalidInputError(f"allocation must be one of {', '.join(ALLOCATIONS)}")
     step = global_step(compared, setting.lattice, setting.sqnr) if allocation == "step" else None
@@ -224,7 +236,7 @@ def measure_point(
         dither=setting.dither,
         coder=coder,
         level=level,
-        **({"step": step} if step is not None else {"sqnr": setting.sqnr, "sqnr_offsets": ()}),
+        **_rate_options(allocation, step, setting.sqnr),
     )
     names = compared.names
     sizes = [spec.nbytes for spec in compared.specs]
@@ -248,6 +260,8 @@ def measure_point(
                 restored = decoded.get_tensor(name)
                 decode_seconds += time.perf_counter() - start
                 noise += squared_error(reference, restored)
+                if on_decoded is not None:
+                    on_decoded(name, restored)
     finally:
         target.unlink(missing_ok=True)
     return RDPoint(
