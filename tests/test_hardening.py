@@ -1,0 +1,126 @@
+"""Hardening against untrusted files: the fuzz harness runs (a short smoke run), every single-bit
+flip of a small file is detected or provably harmless, and the decoder's memory bound
+(``max_tensor_bytes``) rejects a tensor before anything is read or allocated for it."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from udnc_conformance import bitflip
+
+import udnc_format
+from udnc_format import reader
+from udnc_format.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE_RUNS = 3000
+
+
+@pytest.fixture(scope="module")
+def tiny_file() -> bytes:
+    """Two tensors: D4 with a mask and a codebook, an I16 passthrough; plus one data byte no
+    chunk covers (spec §2: ignored)."""
+    rng = np.random.default_rng(5)
+    tensors = {"w": rng.normal(size=(4, 16)).astype(np.float32), "b": np.arange(3, dtype=np.int16)}
+    options = {"lattice": "D4", "codebook": True, "prune": 0.5, "min_elements": 1, "step": 0.5}
+    return udnc_format.save(tensors, coder="raw", **options) + b"\x00"
+
+
+def test_fuzz_harness_smoke_run(tmp_path):
+    """A few thousand executions of fuzz/fuzz_decoder.py, seeded with the conformance vectors:
+    any crash, hang (20 s) or exception other than UDNCError fails it."""
+    pytest.importorskip("atheris")
+    command = [sys.executable, str(ROOT / "fuzz" / "fuzz_decoder.py"), f"-runs={SMOKE_RUNS}"]
+    command += ["-seed=1", "-max_total_time=60", f"-artifact_prefix={tmp_path}/"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Done" in done.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(("crash-", "timeout-", "oom-"))]
+
+
+def test_fields_cover_every_byte_once(tiny_file):
+    fields = bitflip.file_fields(tiny_file)
+    assert fields[0].start == 0 and fields[-1].end == len(tiny_file)
+    assert all(a.end == b.start for a, b in itertools.pairwise(fields))
+    names = {field.name for field in fields}
+    assert {"chunk.stored:raw", "lattice.codebook_size", "data.uncovered", "header_crc"} <= names
+
+
+def test_every_bit_flip_is_detected_or_in_an_ignored_field(tiny_file):
+    table = bitflip.flip_table(tiny_file)
+    totals = bitflip.totals(table)
+    assert sum(totals.values()) == 8 * len(tiny_file)
+    assert bitflip.problems(table, repair=False) == 0, bitflip.markdown(table)
+    assert totals["ignored"] == 8  # the uncovered data byte
+    assert set(table["preamble.magic"]) == {"rejected:bad-magic"}
+    assert set(table["chunk.stored:raw"]) == {"rejected:checksum"}
+
+
+def test_bit_flips_behind_recomputed_crcs_never_crash(tiny_file):
+    table = bitflip.flip_table(tiny_file, repair=True)
+    assert bitflip.problems(table, repair=True) == 0, bitflip.markdown(table)
+    totals = bitflip.totals(table)
+    assert totals["undone"] == 8 * 4 * 5  # the header CRC and the four chunk CRCs
+    assert {"rejected:layout", "rejected:corrupt-stream", "different"} <= set(totals)
+
+
+# ---------------------------------------------------------------------------------------------
+# max_tensor_bytes: spec §9 lets a decoder set a lower memory limit, failing with `limit`
+
+
+WEIGHTS = {"w": np.ones((8, 256), np.float32), "b": np.zeros(4, np.float32)}
+
+
+@pytest.fixture(scope="module")
+def packed() -> bytes:
+    return udnc_format.save(WEIGHTS, step=0.01)
+
+
+def test_limit_rejects_a_tensor_before_reading_it(packed, monkeypatch):
+    def no_read(*args: object) -> bytes:
+        raise AssertionError("a chunk was read")
+
+    monkeypatch.setattr(reader.UDNCFile, "_fetch", no_read)
+    with udnc_format.UDNCFile(packed, max_tensor_bytes=8 * 256 * 4 - 1) as handle:
+        with pytest.raises(udnc_format.LimitError, match=r"<bytes>: tensor 'w': declares 8192"):
+            handle.get_tensor("w")
+        with pytest.raises(udnc_format.LimitError, match="tensor 'w'"):
+            handle.get_quantized("w")
+
+
+def test_limit_lets_smaller_tensors_through(packed, tmp_path):
+    assert set(udnc_format.load(packed, max_tensor_bytes=8 * 256 * 4)) == {"w", "b"}
+    path = tmp_path / "m.udnc"
+    path.write_bytes(packed)
+    assert set(udnc_format.load_file(path, max_tensor_bytes=1 << 20)) == {"w", "b"}
+    with udnc_format.open(path, max_tensor_bytes=16) as handle:
+        assert handle.get_tensor("b").shape == (4,)
+        with pytest.raises(udnc_format.LimitError, match=f"{path}: tensor 'w'"):
+            handle.get_tensor("w")
+
+
+def test_cli_limit(packed, tmp_path, capsys):
+    path = tmp_path / "m.udnc"
+    path.write_bytes(packed)
+    assert main(["verify", str(path), "--max-tensor-bytes", "4K", "-q"]) == 1
+    assert "tensor 'w': declares 8192 decoded bytes, over the limit of 4096" in (
+        capsys.readouterr().err
+    )
+    assert main(["verify", str(path), "--max-tensor-bytes", "8K", "-q"]) == 0
+    out = tmp_path / "m.safetensors"
+    assert main(["decompress", str(path), "-o", str(out), "--max-tensor-bytes", "1K"]) == 1
+    assert not out.exists()
+
+
+def test_out_of_memory_is_a_limit_error(packed, monkeypatch):
+    def exhausted(*args: object, **kwargs: object) -> np.ndarray:
+        raise MemoryError
+
+    monkeypatch.setattr(reader, "decode_tensor", exhausted)
+    with pytest.raises(udnc_format.LimitError, match="tensor 'w': its 8192 decoded bytes do not"):
+        udnc_format.load(packed)
