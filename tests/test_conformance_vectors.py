@@ -239,6 +239,12 @@ ITEMSIZE = {
     "F16": 2, "BF16": 2, "F32": 4, "F64": 8, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
 }  # fmt: skip
 M32 = 0xFFFFFFFF
+M64 = 0xFFFFFFFFFFFFFFFF
+# spec Appendix B: c(0 .. 3) of Philox4x64-10 (prng 2), seed 0x0123456789ABCDEF, stream 7.
+APPENDIX_B_4X64 = [
+    "0x1.fc3ec00000000p-4", "0x1.f48fc80000000p-2", "-0x1.6b30a00000000p-4",
+    "0x1.a252440000000p-2",
+]  # fmt: skip
 
 
 class Reader:
@@ -285,25 +291,39 @@ def spec_chunks(file: bytes, stream: tuple[int, list]) -> list[bytes]:
     return out
 
 
-def philox(counter: list[int], key: list[int]) -> list[int]:
-    """§5.1, on Python integers."""
+def philox_rounds(counter: list[int], key: list[int], bits: int, m: list[int], w: list[int]):
+    """§5.1 (32-bit words) and §5.4 (64-bit words), on Python integers."""
     c0, c1, c2, c3 = counter
     k0, k1 = key
+    mask = (1 << bits) - 1
     for round_index in range(10):
         if round_index:
-            k0, k1 = (k0 + 0x9E3779B9) & M32, (k1 + 0xBB67AE85) & M32
-        p0, p1 = 0xD2511F53 * c0, 0xCD9E8D57 * c2
-        c0, c1, c2, c3 = (p1 >> 32) ^ c1 ^ k0, p1 & M32, (p0 >> 32) ^ c3 ^ k1, p0 & M32
+            k0, k1 = (k0 + w[0]) & mask, (k1 + w[1]) & mask
+        p0, p1 = m[0] * c0, m[1] * c2
+        c0, c1, c2, c3 = (p1 >> bits) ^ c1 ^ k0, p1 & mask, (p0 >> bits) ^ c3 ^ k1, p0 & mask
     return [c0, c1, c2, c3]
 
 
-def centred(seed: int, stream: int, count: int) -> list[float]:
+def philox(counter: list[int], key: list[int]) -> list[int]:
+    return philox_rounds(counter, key, 32, [0xD2511F53, 0xCD9E8D57], [0x9E3779B9, 0xBB67AE85])
+
+
+def philox4x64(counter: list[int], key: list[int]) -> list[int]:
+    m = [0xD2E7470EE14C6C93, 0xCA5A826395121157]
+    return philox_rounds(counter, key, 64, m, [0x9E3779B97F4A7C15, 0xBB67AE8584CAA73B])
+
+
+def centred(seed: int, stream: int, count: int, prng: int = 1) -> list[float]:
     """§5.2, §5.3: c(t) for t = 0 .. count - 1."""
-    values = []
-    for block in range((count + 3) // 4):
-        words = philox([block & M32, block >> 32, stream, 0], [seed & M32, seed >> 32])
-        values += [(w >> 8) * 2.0**-24 - 0.5 for w in words]
-    return values[:count]
+    words = []
+    if prng == 1:
+        for block in range((count + 3) // 4):
+            words += philox([block & M32, block >> 32, stream, 0], [seed & M32, seed >> 32])
+    else:
+        for block in range((count + 7) // 8):
+            for word in philox4x64([block, 0, 0, 0], [seed, stream]):
+                words += [word & M32, word >> 32]
+    return [(w >> 8) * 2.0**-24 - 0.5 for w in words[:count]]
 
 
 def unpack_values(raw: bytes, start: int, count: int, bits: int) -> list[int]:
@@ -388,7 +408,7 @@ def spec_lattice(file: bytes, dtype: str, elements: int, body: Reader) -> bytes:
     if codebook_stream is not None:
         words = b"".join(spec_chunks(file, codebook_stream))
         codebook = np.frombuffer(words, "<f4").astype(np.float64).reshape(codebook_size, n)
-    c_all = centred(seed, stream, vectors * n) if prng else [0.0] * (vectors * n)
+    c_all = centred(seed, stream, vectors * n, prng) if prng else [0.0] * (vectors * n)
     decoded: list[float] = []
     for index, raw in enumerate(symbols):
         first = index * chunk_vectors
@@ -457,6 +477,13 @@ def test_spec_decoder_known_answers() -> None:
         "-0x1.2d37180000000p-2", "0x1.d887a00000000p-5", "0x1.f6fe4c0000000p-2",
         "0x1.3601600000000p-3",
     ]  # fmt: skip
+    assert philox4x64([0] * 4, [0] * 2) == [
+        0x16554D9ECA36314C, 0xDB20FE9D672D0FDC, 0xD7E772CEE186176B, 0x7E68B68AEC7BA23B,
+    ]  # fmt: skip
+    assert philox4x64([M64] * 4, [M64] * 2) == [
+        0x87B092C3013FE90B, 0x438C3C67BE8D0224, 0x9CC7D7C69CD777B6, 0xA09CAEBF594F0BA0,
+    ]  # fmt: skip
+    assert [v.hex() for v in centred(0x0123456789ABCDEF, 7, 4, prng=2)] == APPENDIX_B_4X64
     example = bytes.fromhex("e40300ff2a000000")  # spec §6.2's example, b = 2
     assert unpack_values(example, 0, 5, 2) == [0, 1, 2, 3, 300]
 

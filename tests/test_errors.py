@@ -586,7 +586,7 @@ def test_mask_and_symbol_chunk_count_checked_on_decode() -> None:
 UNKNOWN_ENUMS = {
     "dtype": lambda e: dataclasses.replace(e, dtype=99),
     "lattice": lambda e: with_quantized(e, lattice=9),
-    "prng": lambda e: with_quantized(e, prng=2),
+    "prng": lambda e: with_quantized(e, prng=3),
     "serialization": lambda e: with_quantized(e, serialization=0),
     "coder": lambda e: with_quantized(e, symbols=dataclasses.replace(symbols_of(e), coder=5)),
 }

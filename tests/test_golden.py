@@ -59,17 +59,17 @@ def golden_passthrough() -> bytes:
 GOLDEN = {
     "z1_zstd": (
         golden_z1_zstd,
-        "7b13571682e19e138e7b0efd0ff4f79563adcd6b0b405254b22765244d56bdd8",
-        "4486402b45d80609681893b31ebe4eff5c44fb25010db246ffce392baa6f2d71",
+        "be14676401ceced0ab31d821479b89d44a60e10a25bbe7f6280e4f1b78794275",
+        "1aa38c005b3ced08b06614b7aca05c44d1f11657356bffcc212666069777dbf2",
     ),
     "e8_dithered": (
         golden_e8_dithered,
-        "4961597c2f7855d0f0fafc25164c645acba99396730a748ff22455d459832b1e",
-        "22128976cc61e08881d56b27895c03c01db8f5ccca8ee5a0dba261bc622e8856",
+        "e9ed311373fdacac8ed478c0b7d584d210fa1470ad8a7fcfa7d895bdef500b2f",
+        "dc407427fcb7cd46385d288260f12370bbea1cabe9b1afe21aeb0d4e2ac8dcdb",
     ),
     "passthrough": (
         golden_passthrough,
-        "56df430a0b653659008f21da3ac53488f23924d690af4d852e2e230e645710d5",
+        "c0ed88f5d47937454eccadf315df36a5a2baca17d8efd7e654d4686668f8f00f",
         "693f9155db56e7ed11a18567c99a0f21fce51e3f85a6ade711873f2b9de1d51b",
     ),
 }
@@ -99,17 +99,17 @@ def test_golden_decoded_values(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(GOLDEN))
 def test_preamble(name: str) -> None:
-    """magic, major 1, minor 0 (little-endian u16), header length (u32), and the header CRC
+    """magic, major 1, minor 1 (little-endian u16), header length (u32), and the header CRC
     over preamble and header body (spec §2)."""
     data = GOLDEN[name][0]()
     assert data[:8] == b"\x89UDNC\r\n\x1a"
     assert data[8:10] == b"\x01\x00"
-    assert data[10:12] == b"\x00\x00"
+    assert data[10:12] == b"\x01\x00"
     length = int.from_bytes(data[12:16], "little")
     assert 12 <= length < len(data) - 20
     crc = int.from_bytes(data[16 + length : 20 + length], "little")
     assert crc == zlib.crc32(data[: 16 + length])
-    assert udnc_format.FORMAT_VERSION == (1, 0)
+    assert udnc_format.FORMAT_VERSION == (1, 1)
 
 
 def test_passthrough_golden_metadata() -> None:

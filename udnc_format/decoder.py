@@ -1,5 +1,6 @@
 """The normative decoder of one tensor (spec §6, §8), given a way to fetch its checked,
-decompressed chunks."""
+decompressed chunks. Chunks are decoded straight into their slice of the output, in parallel
+on the given workers (spec §8.1 allows any order; the bits do not depend on it)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .constants import MAX_ABS_COORDINATE
+from .constants import MAX_ABS_COORDINATE, Dtype, Prng
 from .dtypes import NUMPY_DTYPES, round_to_dtype
 from .errors import CorruptStreamError, LayoutError, LimitError
 from .header import (
@@ -19,9 +20,10 @@ from .header import (
     vector_count,
 )
 from .lattices import get_lattice
-from .philox import dither_centered
+from .parallel import SERIAL, Workers
+from .philox import centred_from_levels, dither_levels
 from .quantizer import QuantizedTensor
-from .symbols import deserialize, unpack_bits, unzigzag
+from .symbols import deserialize, deserialize_symbols, unpack_bits
 
 # fetch(stream, chunk index) -> the chunk's decoded bytes, checksum and size already checked.
 Fetch = Callable[[StreamRef, int], bytes]
@@ -38,32 +40,56 @@ def read_stream(stream: StreamRef, fetch: Fetch) -> bytearray:
     return out
 
 
-def decode_tensor(entry: TensorEntry, fetch: Fetch) -> np.ndarray:
-    """Decode one tensor to its source dtype and shape."""
+def decode_tensor(entry: TensorEntry, fetch: Fetch, workers: Workers = SERIAL) -> np.ndarray:
+    """Decode one tensor to its source dtype and shape, its chunks on ``workers``."""
     dtype = NUMPY_DTYPES[entry.dtype]
     if entry.passthrough is not None:
-        data = read_stream(entry.passthrough, fetch)
-        return np.frombuffer(data, dtype=dtype).reshape(entry.shape)
+        return _read_passthrough(entry, fetch, workers).view(dtype).reshape(entry.shape)
     assert entry.quantized is not None
     q = entry.quantized
     mask, kept, vectors, expected, codewords = _read_layout(entry, fetch)
     codebook = None if codewords is None else codewords.astype(np.float64)
     values = _allocate(kept, dtype)
     width = q.chunk_vectors * q.dim
-    for index in range(expected):
+
+    def decode_one(index: int) -> None:
         first = index * q.chunk_vectors
         count = min(q.chunk_vectors, vectors - first)
-        block = decode_chunk(q, fetch(q.symbols, index), first, count, codebook)
         start = index * width
         stop = min(start + count * q.dim, kept)
-        values[start:stop] = round_to_dtype(
-            block.reshape(-1)[: stop - start] * q.scale, entry.dtype
-        )
+        scaled = decode_chunk_scaled(q, fetch(q.symbols, index), first, count, codebook)
+        _store(values[start:stop], scaled[: stop - start], entry.dtype)
+
+    workers.map(decode_one, range(expected))
     if mask is None:
         return values.reshape(entry.shape)
     full = _allocate(entry.elements, dtype, zero=True)  # pruned weights decode to exactly zero
     full[mask] = values
     return full.reshape(entry.shape)
+
+
+def _read_passthrough(entry: TensorEntry, fetch: Fetch, workers: Workers) -> np.ndarray:
+    """A passthrough stream's content (spec §4.4) as bytes, its chunks fetched in parallel
+    straight into place (the header checked that the raw lengths add up to the tensor)."""
+    stream = entry.passthrough
+    assert stream is not None
+    ends = np.cumsum([0] + [chunk.raw_length for chunk in stream.chunks])
+    out = _allocate(int(ends[-1]), np.dtype(np.uint8))
+
+    def read_one(index: int) -> None:
+        out[ends[index] : ends[index + 1]] = np.frombuffer(fetch(stream, index), np.uint8)
+
+    workers.map(read_one, range(len(stream.chunks)))
+    return out
+
+
+def _store(out: np.ndarray, scaled: np.ndarray, dtype: Dtype) -> None:
+    """spec §6.5: the binary64 values rounded to the output dtype, written in place (binary32
+    and binary64 directly; binary16 and bfloat16 through binary32, the normative two steps)."""
+    if dtype in (Dtype.F32, Dtype.F64):
+        np.copyto(out, scaled, casting="unsafe")
+    else:
+        out[...] = round_to_dtype(scaled, dtype)
 
 
 def _read_layout(
@@ -146,22 +172,40 @@ def _allocate(count: int, dtype: np.dtype, zero: bool = False) -> np.ndarray:
         ) from None
 
 
+def _levels(q: LatticeParams, first: int, count: int) -> np.ndarray | None:
+    """The 24-bit dither levels of vectors ``first .. first+count-1`` (None without dither)."""
+    if q.prng is Prng.NONE:
+        return None
+    return dither_levels(q.seed, q.dither_stream, first * q.dim, count * q.dim, q.prng)
+
+
 def decode_chunk(
     q: LatticeParams, raw: bytes, first: int, count: int, codebook: np.ndarray | None
 ) -> np.ndarray:
     """spec §6.4: the binary64 values x (count, n) of vectors ``first .. first+count-1``,
     before scaling."""
     codec, n = get_lattice(q.lattice), q.dim
-    centred = (
-        dither_centered(q.seed, q.dither_stream, first * n, count * n).reshape(count, n)
-        if q.prng
-        else None
-    )
+    levels = _levels(q, first, count)
+    centred = None if levels is None else centred_from_levels(levels).reshape(count, n)
     if codebook is not None:
         chosen = codebook[chunk_indices(q, raw, count)]
         return chosen if centred is None else chosen - codec.offsets(centred)
     cosets, symbols = chunk_symbols(q, raw, count)
     return codec.reconstruct(cosets, symbols, centred)
+
+
+def decode_chunk_scaled(
+    q: LatticeParams, raw: bytes, first: int, count: int, codebook: np.ndarray | None
+) -> np.ndarray:
+    """spec §6.4, §6.5: the flat binary64 values x ⊗ s of vectors ``first .. first+count-1``,
+    before the rounding to the output dtype."""
+    if codebook is not None:
+        scaled = decode_chunk(q, raw, first, count, codebook).reshape(-1)
+        scaled *= q.scale
+        return scaled
+    cosets, symbols = chunk_symbols(q, raw, count)
+    levels = _levels(q, first, count)
+    return get_lattice(q.lattice).reconstruct_scaled(cosets, symbols, levels, q.scale)
 
 
 def chunk_indices(q: LatticeParams, raw: bytes, count: int) -> np.ndarray:
@@ -176,5 +220,5 @@ def chunk_symbols(q: LatticeParams, raw: bytes, count: int) -> tuple[np.ndarray 
     if get_lattice(q.lattice).has_coset_bit:
         cosets = unpack_bits(raw, 0, count)
         start = (count + 7) // 8
-    values = deserialize(raw, start, count * q.dim, q.serialization, _SYMBOL_LIMIT)
-    return cosets, unzigzag(values).reshape(count, q.dim)
+    symbols = deserialize_symbols(raw, start, count * q.dim, q.serialization, _SYMBOL_LIMIT)
+    return cosets, symbols.reshape(count, q.dim)

@@ -10,8 +10,9 @@ import enum
 import fnmatch
 import math
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from functools import partial
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ from .constants import (
     DEFAULT_CHUNK_WEIGHTS,
     DEFAULT_MIN_QUANTIZED_ELEMENTS,
     DEFAULT_PASSTHROUGH_CHUNK_BYTES,
+    DEFAULT_PRNG,
     DEFAULT_SQNR_DB,
     DEFAULT_SQNR_OFFSETS,
     MAX_CHUNK_WEIGHTS,
@@ -30,12 +32,14 @@ from .constants import (
     Coder,
     Dtype,
     Lattice,
+    Prng,
     Serialization,
 )
 from .dtypes import QUANTIZABLE, dtype_of, little_endian_view
 from .errors import DuplicateNameError, InvalidInputError
 from .header import ChunkRef, LatticeParams, StreamRef, TensorEntry
 from .lattices import get_lattice
+from .parallel import SERIAL, Workers
 from .quantizer import (
     QuantizedTensor,
     prune_mask,
@@ -44,7 +48,7 @@ from .quantizer import (
     sum_of_squares,
     with_centroid_codebook,
 )
-from .symbols import best_field_width, pack_bits, serialize, zigzag
+from .symbols import best_field_width_payload, pack_bits, serialize, zigzag
 
 E = TypeVar("E", bound=enum.IntEnum)
 
@@ -97,6 +101,8 @@ class EncodeOptions:
     sqnr         target signal-to-quantization-noise ratio in dB per tensor (default 38); with
                  pruning, of the weights kept
     dither       subtractive dither on (default) or plain lattice quantization
+    prng         the dither generator: "philox4x64_10" (default, format 1.1) or
+                 "philox4x32_10" (also read by decoders of format 1.0)
     seed         64-bit dither seed
     coder        "zstd" (default), "lzma", "bz2", "deflate" or "raw"; ``level`` its level
     prune        fraction of each quantized tensor's smallest weights pruned to exactly zero
@@ -108,12 +114,15 @@ class EncodeOptions:
     metadata     string to string user metadata
     chunk_weights  weights per symbol chunk (random access and parallel decoding granularity)
     min_elements, min_ndim  smaller tensors stay lossless
+    threads      threads that quantize and code a tensor's chunks (None or 0: every core);
+                 the output does not depend on it
     """
 
     lattice: Lattice = Lattice.Z1
     step: float | Mapping[str, float] | None = None
     sqnr: float | None = None
     dither: bool = True
+    prng: Prng = DEFAULT_PRNG
     seed: int = 0
     coder: Coder = Coder.ZSTD
     level: int | None = None
@@ -125,6 +134,7 @@ class EncodeOptions:
     chunk_weights: int = DEFAULT_CHUNK_WEIGHTS
     min_elements: int = DEFAULT_MIN_QUANTIZED_ELEMENTS
     min_ndim: int = 2
+    threads: int | None = None
 
     @classmethod
     def from_kwargs(cls, **options: Any) -> EncodeOptions:
@@ -140,7 +150,7 @@ class EncodeOptions:
                 f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
         values = dict(options)
-        for key, kind in (("lattice", Lattice), ("coder", Coder)):
+        for key, kind in (("lattice", Lattice), ("coder", Coder), ("prng", Prng)):
             if key in values:
                 values[key] = _enum_option(key, kind, values[key])
         if isinstance(values.get("keep"), str):
@@ -179,6 +189,14 @@ class EncodeOptions:
         )
         _require(_is_int(self.min_elements), "min_elements must be an integer", self.min_elements)
         _require(_is_int(self.min_ndim), "min_ndim must be an integer", self.min_ndim)
+        _require(
+            self.prng is not Prng.NONE, "prng must be a generator (dither=False: none)", self.prng
+        )
+        _require(
+            self.threads is None or (_is_int(self.threads) and self.threads >= 0),
+            "threads must be a non-negative integer or None",
+            self.threads,
+        )
         if self.sqnr is not None:
             _require(
                 _is_number(self.sqnr) and math.isfinite(self.sqnr),
@@ -241,20 +259,36 @@ class EncodedTensor:
 
 
 class _StreamBuilder:
-    """Compresses chunks and records their references."""
+    """Compresses chunks (in parallel on ``workers``) and records their references."""
 
-    def __init__(self, coder: Coder, level: int | None) -> None:
-        self.coder, self.level = coder, level
+    def __init__(self, coder: Coder, level: int | None, workers: Workers = SERIAL) -> None:
+        self.coder, self.level, self.workers = coder, level, workers
         self.payloads: list[bytes] = []
 
-    def stream(
-        self, raw_chunks: Iterable[bytes | memoryview], coder: Coder | None = None
-    ) -> StreamRef:
+    def compress(self, raw: bytes | memoryview, coder: Coder | None = None) -> bytes:
         coder = self.coder if coder is None else coder
+        return coders.compress(coder, raw, self.level if coder is self.coder else None)
+
+    def stream(
+        self,
+        raw_chunks: Sequence[Callable[[], bytes | memoryview]],
+        coder: Coder | None = None,
+        first: tuple[bytes, int] | None = None,
+    ) -> StreamRef:
+        """A stream of the chunks that ``raw_chunks`` make, each made and compressed on a
+        worker; ``first``, when given, is the first chunk already compressed, with its raw
+        length."""
+        coder = self.coder if coder is None else coder
+
+        def store(index: int) -> tuple[bytes, int]:
+            if index == 0 and first is not None:
+                return first
+            raw = raw_chunks[index]()
+            return self.compress(raw, coder), len(raw)
+
         refs = []
-        for raw in raw_chunks:
-            stored = coders.compress(coder, raw, self.level if coder is self.coder else None)
-            refs.append(ChunkRef(0, len(stored), len(raw), zlib.crc32(stored)))
+        for stored, raw_length in self.workers.map(store, range(len(raw_chunks))):
+            refs.append(ChunkRef(0, len(stored), raw_length, zlib.crc32(stored)))
             self.payloads.append(stored)
         return StreamRef(coder, tuple(refs))
 
@@ -264,13 +298,14 @@ class _StreamBuilder:
         """A stream of ``data`` cut in chunks, stored raw if the coder does not make the first
         chunk smaller (float weights often do not compress)."""
         view = memoryview(data)
-        coder = self.coder
-        if coder is not Coder.RAW and len(view):
-            first = view[:chunk_bytes]
-            if len(coders.compress(coder, first, self.level)) >= len(first):
-                coder = Coder.RAW
-        pieces = (view[i : i + chunk_bytes] for i in range(0, len(view), chunk_bytes))
-        return self.stream(pieces, coder)
+        pieces = [view[i : i + chunk_bytes] for i in range(0, len(view), chunk_bytes)]
+        chunks = [partial(memoryview, piece) for piece in pieces]
+        if self.coder is Coder.RAW or not pieces:
+            return self.stream(chunks)
+        probe = self.compress(pieces[0])  # kept as the first chunk when it wins
+        if len(probe) >= len(pieces[0]):
+            return self.stream(chunks, Coder.RAW)
+        return self.stream(chunks, first=(probe, len(pieces[0])))
 
 
 def check_name(name: object) -> str:
@@ -294,15 +329,19 @@ def encode_tensors(
     ``tensors`` may be a mapping or an iterable of (name, array) pairs, consumed lazily."""
     items = tensors.items() if isinstance(tensors, Mapping) else tensors
     seen: set[str] = set()
-    for index, (name, array) in enumerate(items):
-        if check_name(name) in seen:
-            raise DuplicateNameError(f"tensor {name!r} is given twice")
-        seen.add(name)
-        yield encode_tensor(name, array, index, options)
+    with Workers(options.threads) as workers:
+        for index, (name, array) in enumerate(items):
+            if check_name(name) in seen:
+                raise DuplicateNameError(f"tensor {name!r} is given twice")
+            seen.add(name)
+            yield encode_tensor(name, array, index, options, workers)
 
 
-def encode_tensor(name: str, array: Any, index: int, options: EncodeOptions) -> EncodedTensor:
-    """Encode one tensor; ``index`` is its dither stream (spec §5.2)."""
+def encode_tensor(
+    name: str, array: Any, index: int, options: EncodeOptions, workers: Workers = SERIAL
+) -> EncodedTensor:
+    """Encode one tensor, its chunks on ``workers``; ``index`` is its dither stream (spec
+    §5.2)."""
     if isinstance(array, np.generic):  # a numpy scalar is a 0-d tensor
         array = np.asarray(array)
     if not isinstance(array, np.ndarray):
@@ -313,10 +352,10 @@ def encode_tensor(name: str, array: Any, index: int, options: EncodeOptions) -> 
         raise InvalidInputError(f"tensor {name!r}: {array.ndim} dimensions exceed {MAX_NDIM}")
     dtype = dtype_of(array, name)
     shape = tuple(int(d) for d in array.shape)
-    q = quantize_tensor(name, array, index, options)
+    q = quantize_tensor(name, array, index, options, workers)
     if q is not None:
-        return encode_quantized(name, q, options)
-    builder = _StreamBuilder(options.coder, options.level)
+        return encode_quantized(name, q, options, workers)
+    builder = _StreamBuilder(options.coder, options.level, workers)
     data = little_endian_view(array, dtype)
     entry = TensorEntry(name, dtype, shape, passthrough=builder.byte_stream(data))
     return EncodedTensor(entry, tuple(builder.payloads))
@@ -332,7 +371,7 @@ def sqnr_db(signal_energy: float, noise_energy: float) -> float:
 
 
 def quantize_tensor(
-    name: str, array: np.ndarray, index: int, options: EncodeOptions
+    name: str, array: np.ndarray, index: int, options: EncodeOptions, workers: Workers = SERIAL
 ) -> QuantizedTensor | None:
     """The reference encoder's quantization of one tensor (``index`` is its dither stream), with
     its centroid codebook if ``options.codebook``; None where the encoder stores the tensor
@@ -349,15 +388,18 @@ def quantize_tensor(
         )
     if not np.any(values):  # an all-zero tensor is cheaper and exact as passthrough
         return None
-    return _quantize_values(name, values, dtype, tuple(int(d) for d in array.shape), index, options)
+    shape = tuple(int(d) for d in array.shape)
+    return _quantize_values(name, values, dtype, shape, index, options, workers)
 
 
-def encode_quantized(name: str, q: QuantizedTensor, options: EncodeOptions) -> EncodedTensor:
+def encode_quantized(
+    name: str, q: QuantizedTensor, options: EncodeOptions, workers: Workers = SERIAL
+) -> EncodedTensor:
     """A quantized tensor (lattice symbols, or a codebook and indices: spec §6.6) as a
     lattice-coded entry, with the coder, level and chunk size of ``options``. ``q`` may come
     from :func:`quantize_tensor`, from a file (``UDNCFile.get_quantized``) or from fine-tuned
     codewords; the file decodes exactly what the decoder's formula gives for it."""
-    builder = _StreamBuilder(options.coder, options.level)
+    builder = _StreamBuilder(options.coder, options.level, workers)
     return EncodedTensor(_lattice_entry(name, q, builder, options), tuple(builder.payloads))
 
 
@@ -368,6 +410,7 @@ def _quantize_values(
     shape: tuple[int, ...],
     index: int,
     options: EncodeOptions,
+    workers: Workers,
 ) -> QuantizedTensor | None:
     """The flattened weights quantized, or None where an SQNR target cannot be met by any step."""
     mask = prune_mask(values, options.prune)
@@ -385,6 +428,8 @@ def _quantize_values(
             lattice=options.lattice,
             step=step,
             dither=options.dither,
+            prng=options.prng,
+            workers=workers,
             seed=options.seed,
             dither_stream=index,
             mask=mask,
@@ -427,12 +472,10 @@ def _symbol_values(q: QuantizedTensor, first: int, last: int) -> np.ndarray:
     return zigzag(q.symbols[first:last])
 
 
-def _symbol_chunks(q: QuantizedTensor, chunk_vectors: int, bits: int) -> Iterator[bytes]:
-    """spec §6.2: each chunk is [coset bitmap] [packed fields] [escapes]."""
-    for first in range(0, q.vectors, chunk_vectors):
-        last = min(first + chunk_vectors, q.vectors)
-        bitmap = pack_bits(q.cosets[first:last]) if q.cosets is not None else b""
-        yield bitmap + serialize(_symbol_values(q, first, last), bits)
+def _symbol_chunk(q: QuantizedTensor, first: int, last: int, bits: int) -> bytes:
+    """spec §6.2: vectors ``first .. last-1`` as [coset bitmap] [packed fields] [escapes]."""
+    bitmap = pack_bits(q.cosets[first:last]) if q.cosets is not None else b""
+    return bitmap + serialize(_symbol_values(q, first, last), bits)
 
 
 def _lattice_entry(
@@ -443,9 +486,14 @@ def _lattice_entry(
     codebook = (
         builder.byte_stream(q.codebook.astype("<f4").tobytes()) if q.codebook is not None else None
     )
-    # The field width that codes the first chunk smallest serves the whole tensor.
-    sample = _symbol_values(q, 0, min(chunk_vectors, q.vectors))
-    bits = best_field_width(sample, lambda raw: coders.compress(options.coder, raw, options.level))
+    # The field width that codes the first chunk smallest serves the whole tensor; the
+    # winner's compressed chunk is kept.
+    head = min(chunk_vectors, q.vectors)
+    sample = _symbol_values(q, 0, head)
+    bitmap = pack_bits(q.cosets[:head]) if q.cosets is not None else b""
+    bits, first = best_field_width_payload(sample, builder.compress, bitmap, builder.workers.map)
+    starts = range(0, q.vectors, chunk_vectors)
+    chunks = [partial(_symbol_chunk, q, s, min(s + chunk_vectors, q.vectors), bits) for s in starts]
     params = LatticeParams(
         lattice=q.lattice,
         prng=q.prng,
@@ -457,6 +505,6 @@ def _lattice_entry(
         codebook_size=0 if q.codebook is None else len(q.codebook),
         mask=mask,
         codebook=codebook,
-        symbols=builder.stream(_symbol_chunks(q, chunk_vectors, bits)),
+        symbols=builder.stream(chunks, first=first if chunks else None),
     )
     return TensorEntry(name, q.dtype, q.shape, quantized=params)

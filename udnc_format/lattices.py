@@ -14,11 +14,13 @@ One small class per lattice, registered by subclassing.
 from __future__ import annotations
 
 import math
+import sys
 from typing import ClassVar
 
 import numpy as np
 
 from .constants import Lattice
+from .philox import UNIFORM_BITS, centred_from_levels
 
 # spec §6.3: the binary64 value of sqrt(3)/2 used by A2, given by its bits.
 SQRT3_OVER_2 = float.fromhex("0x1.bb67ae8584caap-1")
@@ -75,6 +77,21 @@ class LatticeCodec:
         points = self.points(cosets, symbols)
         return points if centred is None else points - self.offsets(centred)
 
+    def reconstruct_scaled(
+        self,
+        cosets: np.ndarray | None,
+        symbols: np.ndarray,
+        levels: np.ndarray | None,
+        scale: float,
+    ) -> np.ndarray:
+        """The flat binary64 values (p − u) ⊗ s of spec §6.4 and §6.5, from the 24-bit dither
+        levels k (``philox.dither_levels``; None without dither)."""
+        centred = None if levels is None else centred_from_levels(levels).reshape(-1, self.dim)
+        values = np.array(self.reconstruct(cosets, symbols, centred), dtype=np.float64)
+        values = values.reshape(-1)
+        values *= scale
+        return values
+
 
 def get_lattice(lattice: Lattice) -> LatticeCodec:
     """The codec of a lattice identifier.
@@ -130,6 +147,30 @@ class CubicLattice(LatticeCodec):
 
     def offsets(self, centred: np.ndarray) -> np.ndarray:
         return centred
+
+    def reconstruct_scaled(
+        self,
+        cosets: np.ndarray | None,
+        symbols: np.ndarray,
+        levels: np.ndarray | None,
+        scale: float,
+    ) -> np.ndarray:
+        # x = σ − c = (σ·2^24 + 2^23 − k)·2^-24 (spec §5.3): an integer below 2^49 in
+        # magnitude, so x ⊗ s is that integer ⊗ (s·2^-24) whenever s·2^-24 is exact (not
+        # subnormal): the same real product, rounded once, in integer arithmetic and one
+        # binary64 multiplication.
+        fine = scale * _FIXED_POINT_SCALE
+        exact = fine >= sys.float_info.min and fine / _FIXED_POINT_SCALE == scale
+        if levels is None or not exact:
+            return super().reconstruct_scaled(cosets, symbols, levels, scale)
+        fixed = symbols.reshape(-1).astype(np.int64)
+        fixed <<= UNIFORM_BITS
+        fixed += 1 << (UNIFORM_BITS - 1)
+        fixed -= levels
+        return np.multiply(fixed, fine)
+
+
+_FIXED_POINT_SCALE = 2.0**-UNIFORM_BITS
 
 
 def _cubic(n: int) -> type[CubicLattice]:

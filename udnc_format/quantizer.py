@@ -9,12 +9,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .constants import MAX_ABS_COORDINATE, MAX_CODEBOOK_SIZE, Dtype, Lattice, Prng
+from .constants import DEFAULT_PRNG, MAX_ABS_COORDINATE, MAX_CODEBOOK_SIZE, Dtype, Lattice, Prng
 from .dtypes import round_to_dtype
 from .errors import InvalidInputError
 from .header import vector_count
 from .lattices import LatticeCodec, get_lattice
-from .philox import dither_centered
+from .parallel import SERIAL, Workers
+from .philox import centred_from_levels, dither_levels
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,19 @@ def step_for_sqnr(
     return rms * 10.0 ** (-sqnr_db / 20.0) / math.sqrt(codec.second_moment)
 
 
-def centred_dither(q: QuantizedTensor, first_vector: int, vectors: int) -> np.ndarray | None:
-    """Centred uniforms c for vectors ``first_vector ..`` (spec §5), or None without dither."""
+def dither_levels_of(q: QuantizedTensor, first_vector: int, vectors: int) -> np.ndarray | None:
+    """The 24-bit dither levels (spec §5.3) of vectors ``first_vector ..``, None without
+    dither."""
     if q.prng is Prng.NONE:
         return None
     n = q.codec.dim
-    return dither_centered(q.seed, q.dither_stream, first_vector * n, vectors * n).reshape(-1, n)
+    return dither_levels(q.seed, q.dither_stream, first_vector * n, vectors * n, q.prng)
+
+
+def centred_dither(q: QuantizedTensor, first_vector: int, vectors: int) -> np.ndarray | None:
+    """Centred uniforms c for vectors ``first_vector ..`` (spec §5), or None without dither."""
+    levels = dither_levels_of(q, first_vector, vectors)
+    return None if levels is None else centred_from_levels(levels).reshape(-1, q.codec.dim)
 
 
 def quantize(
@@ -113,9 +121,12 @@ def quantize(
     name: str,
     error_unit: float = 1.0,
     block_vectors: int = 1 << 18,
+    prng: Prng = DEFAULT_PRNG,
+    workers: Workers = SERIAL,
 ) -> QuantizedTensor:
-    """Quantize the flattened kept weights ``values`` to the lattice of step Δ, block by block,
-    measuring the error of the decoded values on the way."""
+    """Quantize the flattened kept weights ``values`` to the lattice of step Δ, block by block
+    (in parallel on ``workers``), measuring the error of the decoded values on the way;
+    ``prng`` is the dither generator when ``dither``."""
     codec = get_lattice(lattice)
     scale = codec.scale_for_step(step)
     if not (math.isfinite(scale) and scale > 0):
@@ -125,7 +136,7 @@ def quantize(
         shape,
         lattice,
         scale,
-        Prng.PHILOX4X32_10 if dither else Prng.NONE,
+        prng if dither else Prng.NONE,
         seed if dither else 0,
         dither_stream if dither else 0,
         mask,
@@ -133,33 +144,34 @@ def quantize(
     n, total = codec.dim, q.vectors
     symbols = np.empty((total, n), dtype=np.int32)
     cosets = np.empty(total, dtype=np.uint8) if codec.has_coset_bit else None
-    squared_error = 0.0
-    for first in range(0, total, block_vectors):
+
+    def too_small(part: np.ndarray) -> InvalidInputError:
+        return InvalidInputError(
+            f"tensor {name!r}: step {step:g} is too small for weights up to "
+            f"{np.abs(part).max():g} (lattice symbols beyond ±{MAX_ABS_COORDINATE})"
+        )
+
+    def quantize_block(first: int) -> float:
         count = min(block_vectors, total - first)
-        block = np.zeros(count * n)
         part = values[first * n : (first + count) * n]
-        block[: part.size] = part  # the last vector is padded with zeros (spec §6.1)
-        targets = block.reshape(count, n) / scale
-        centred = centred_dither(q, first, count)
-        if centred is not None:
-            targets += codec.offsets(centred)
+        flat = np.zeros(count * n)  # the last vector is padded with zeros (spec §6.1)
+        flat[: part.size] = part
+        flat /= scale
+        targets = flat.reshape(count, n)
+        levels = dither_levels_of(q, first, count)
+        if levels is not None:
+            targets += codec.offsets(centred_from_levels(levels).reshape(count, n))
         # Bound the targets before rounding: beyond int64 a rounded value would wrap.
         if targets.size and not np.abs(targets).max() < MAX_ABS_COORDINATE:
-            raise InvalidInputError(
-                f"tensor {name!r}: step {step:g} is too small for weights up to "
-                f"{np.abs(part).max():g} (lattice symbols beyond ±{MAX_ABS_COORDINATE})"
-            )
+            raise too_small(part)
         block_cosets, block_symbols = codec.closest(targets)
         if block_symbols.size and np.abs(block_symbols).max() > MAX_ABS_COORDINATE:  # A2: X = 2x
-            raise InvalidInputError(
-                f"tensor {name!r}: step {step:g} is too small for weights up to "
-                f"{np.abs(part).max():g} (lattice symbols beyond ±{MAX_ABS_COORDINATE})"
-            )
+            raise too_small(part)
         symbols[first : first + count] = block_symbols
         if cosets is not None and block_cosets is not None:
             cosets[first : first + count] = block_cosets
         # The decoder's own arithmetic (spec §6.4, §6.5), so the error measured is the real one.
-        scaled = codec.reconstruct(block_cosets, block_symbols, centred).reshape(-1) * scale
+        scaled = codec.reconstruct_scaled(block_cosets, block_symbols, levels, scale)
         decoded = round_to_dtype(scaled[: part.size], dtype).astype(np.float64)
         if not np.isfinite(decoded).all():
             raise InvalidInputError(
@@ -167,8 +179,13 @@ def quantize(
                 f"keep the tensor lossless (keep=[{name!r}])"
             )
         with np.errstate(over="ignore"):  # an error far beyond max |w| counts as infinite
-            error = (decoded - block[: part.size]) / error_unit
-            squared_error += float(np.dot(error, error))
+            # numpy's own floats subtract in binary64 without a copy; bfloat16 is converted.
+            decoded -= part if part.dtype.kind == "f" else part.astype(np.float64)
+            decoded /= error_unit
+            return float(np.dot(decoded, decoded))
+
+    # Blocks in order, summed in order: the measured error does not depend on the workers.
+    squared_error = sum(workers.map(quantize_block, range(0, total, block_vectors)), 0.0)
     return replace(
         q, cosets=cosets, symbols=symbols, squared_error=squared_error, error_unit=error_unit
     )

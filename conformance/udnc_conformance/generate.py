@@ -350,10 +350,12 @@ def quantized(
     stream: int = 0,
     prune: float = 0.0,
     codebook: bool = False,
+    prng: Prng = Prng.PHILOX4X32_10,
     **options: Any,
 ) -> Item:
     """Quantize ``array`` to the lattice scaled by ``scale``: the closest point of w/s + u
-    (spec Appendix A), with magnitude pruning (a mask) and a centroid codebook on request."""
+    (spec Appendix A) with the dither of ``prng``, with magnitude pruning (a mask) and a
+    centroid codebook on request."""
     dtype = dtype_of(array, name)
     values = array.reshape(-1).astype(np.float64)
     mask = magnitude_mask(values, prune) if prune else None
@@ -367,7 +369,7 @@ def quantized(
     padded[: kept.size] = kept
     targets = padded.reshape(vectors, n) / scale
     if dither:
-        centred = dither_centered(seed, stream, 0, vectors * n).reshape(vectors, n)
+        centred = dither_centered(seed, stream, 0, vectors * n, prng).reshape(vectors, n)
         targets = targets + codec.offsets(centred)
     cosets, symbols = codec.closest(targets)
     codewords = None
@@ -385,7 +387,7 @@ def quantized(
         cosets=cosets,
         codebook=codewords,
         mask=mask,
-        prng=Prng.PHILOX4X32_10 if dither else Prng.NONE,
+        prng=prng if dither else Prng.NONE,
         seed=seed,
         stream=stream,
         **options,
@@ -1034,6 +1036,54 @@ def dither_key_case() -> Built:
     return assemble(items)
 
 
+# Philox4x64-10 (prng 2) came with format version 1.1: its files say so.
+def philox4x64(
+    name: str,
+    array: np.ndarray,
+    lattice: Lattice,
+    scale: float,
+    seed: int,
+    stream: int,
+    **options: Any,
+) -> Item:
+    """A tensor dithered by Philox4x64-10 (prng 2, format version 1.1)."""
+    return quantized(
+        name, array, lattice=lattice, scale=scale, seed=seed, stream=stream,
+        prng=Prng.PHILOX4X64_10, **options,
+    )  # fmt: skip
+
+
+def philox4x64_chunks_case() -> Built:
+    """Z1 with Philox4x64-10 in chunks of 5 vectors: chunks start at dither positions that
+    are not multiples of 8 (one block), so each chunk's first block is entered midway."""
+    w = weights((13, 17), 97)
+    item = philox4x64("w", w, Lattice.Z1, 0.04, 0xFEDCBA9876543210, 3, chunk_vectors=5)
+    return assemble([item], minor=1)
+
+
+def philox4x64_key_case() -> Built:
+    """Philox4x64-10 with the seed of spec Appendix B and stream 7, and with the largest seed
+    and stream, so that both key words and every output word and half matter."""
+    items = [
+        philox4x64("w64", weights((5, 7), 98, "<f8"), Lattice.Z1, 0.01, 0x0123456789ABCDEF, 7),
+        philox4x64("w16", weights((3, 11), 99, "<f2"), Lattice.Z1, 0.03, 2**64 - 1, 2**32 - 1),
+    ]
+    return assemble(items, minor=1)
+
+
+def philox4x64_lattices_case() -> Built:
+    """Philox4x64-10 dither on every lattice kind (A2, D4, E8 in chunks, a Z2 codebook) next
+    to a Philox4x32-10 tensor: the generator is chosen per tensor."""
+    items = [
+        philox4x64("a2", weights((6, 9), 100), Lattice.A2, 0.06, 21, 0),
+        philox4x64("d4", weights((5, 12), 101, Dtype.BF16), Lattice.D4, 0.08, 22, 1),
+        philox4x64("e8", weights((7, 16), 102), Lattice.E8, 0.1, 23, 2, chunk_vectors=3),
+        philox4x64("z2.codebook", weights((4, 10), 103), Lattice.Z2, 0.2, 24, 3, codebook=True),
+        z1("z1.philox4x32", weights((3, 10), 104), scale=0.05, seed=25, stream=4),
+    ]
+    return assemble(items, minor=1)
+
+
 def empty_chunk_inside_chunk_case() -> Built:
     """An empty passthrough chunk whose offset lies inside another chunk's bytes: it shares no
     byte with it (spec §4.3), so the chunks do not overlap."""
@@ -1628,6 +1678,26 @@ CASES: list[Case] = [
         "(0x0123456789ABCDEF, stream 7) and with a seed above 2^63 and stream 2^32 - 1.",
         dither_key_case,
         "dither:key",
+    ),
+    valid(
+        "philox4x64-z1-chunks",
+        "Format 1.1: Z1, F32 (13, 17), Philox4x64-10 dither (prng 2), chunks of 5 vectors that "
+        "start inside a Philox block (spec §5.2).",
+        philox4x64_chunks_case,
+        "chunks:several",
+    ),
+    valid(
+        "philox4x64-key",
+        "Format 1.1: Philox4x64-10 with the seed of spec Appendix B (stream 7), and with the "
+        "largest seed and stream; F64 and F16.",
+        philox4x64_key_case,
+        "dither:key",
+    ),
+    valid(
+        "philox4x64-lattices",
+        "Format 1.1: Philox4x64-10 dither on A2, D4 (BF16), E8 (chunks of 3 vectors) and a Z2 "
+        "codebook, beside a Philox4x32-10 tensor in the same file.",
+        philox4x64_lattices_case,
     ),
     valid(
         "chunks-mid-row",
@@ -2272,7 +2342,7 @@ CASES: list[Case] = [
     invalid(
         "unknown-lattice", "unsupported-feature", "lattice 9.", on_base(set_lattice(lattice=9))
     ),
-    invalid("unknown-prng", "unsupported-feature", "prng 2.", on_base(set_lattice(prng=2))),
+    invalid("unknown-prng", "unsupported-feature", "prng 3.", on_base(set_lattice(prng=3))),
     invalid(
         "unknown-serialization-3",
         "unsupported-feature",
@@ -2622,6 +2692,8 @@ def derived_features(data: bytes) -> set[str]:
                 if 0 < elements < get_lattice(Lattice(q.lattice)).dim:
                     found.add("edge:short-tensor")
             found.add({0: "no-dither", 1: "dither"}.get(q.prng, "dither"))
+            if q.prng == Prng.PHILOX4X64_10:
+                found.add("prng:philox4x64-10")
             if q.serialization in (1, 2, 4, 8):
                 found.add(f"serialization:{q.serialization}")
             if q.flags & layout.LATTICE_FLAG_MASK:

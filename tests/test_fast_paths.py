@@ -1,0 +1,107 @@
+"""The decoder's and encoder's fast paths give exactly the bits of the spec's arithmetic, and
+the output never depends on the number of threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import udnc_format
+from udnc_format.constants import MAX_ABS_COORDINATE, Lattice, Prng
+from udnc_format.lattices import LatticeCodec, get_lattice
+from udnc_format.philox import centred_from_levels, dither_levels
+from udnc_format.symbols import deserialize, deserialize_symbols, serialize, unzigzag, zigzag
+
+CUBIC = [get_lattice(Lattice(n)) for n in range(1, 9)]
+
+
+def generic(codec: LatticeCodec, symbols: np.ndarray, levels: np.ndarray, scale: float):
+    """spec §6.4 and §6.5 literally: x = σ − c in binary64, then x ⊗ s."""
+    centred = centred_from_levels(levels).reshape(symbols.shape)
+    return ((symbols.astype(np.float64) - centred) * scale).reshape(-1)
+
+
+@pytest.mark.parametrize("codec", CUBIC, ids=lambda c: c.lattice.name)
+@given(
+    seed=st.integers(0, 2**64 - 1),
+    scale=st.one_of(
+        st.floats(min_value=5e-324, max_value=1e300, allow_nan=False, allow_infinity=False),
+        st.sampled_from([5e-324, 2.0**-1000, 2.0**-1022 * 3, 2.0**-998, 1.0, 0.05]),
+    ),
+)
+def test_cubic_fixed_point_matches_spec_arithmetic(codec, seed: int, scale: float) -> None:
+    """(σ·2^24 + 2^23 − k) ⊗ (s·2^-24) is bit for bit (σ − c) ⊗ s, also at the symbol limits
+    and for scales whose 2^-24 part is subnormal (the generic path then runs)."""
+    rng = np.random.default_rng(seed % 2**32)
+    count = 64 * codec.dim
+    symbols = rng.integers(-MAX_ABS_COORDINATE, MAX_ABS_COORDINATE + 1, count)
+    symbols[:4] = [MAX_ABS_COORDINATE, -MAX_ABS_COORDINATE, 0, -1]
+    symbols = symbols.reshape(-1, codec.dim)
+    levels = dither_levels(seed, 1, 0, count, Prng.PHILOX4X64_10)
+    with np.errstate(over="ignore"):
+        fast = codec.reconstruct_scaled(None, symbols, levels, scale)
+        expected = generic(codec, symbols, levels, scale)
+    assert fast.dtype == np.float64
+    assert fast.view(np.uint64).tolist() == expected.view(np.uint64).tolist()
+
+
+@given(
+    values=st.lists(st.integers(0, 2 * MAX_ABS_COORDINATE), max_size=60),
+    bits=st.sampled_from([1, 2, 4, 8]),
+)
+def test_symbols_by_table_lookup(values: list[int], bits: int) -> None:
+    """deserialize_symbols is unzigzag(deserialize(...)), escapes included."""
+    data = serialize(np.array(values, dtype=np.uint64), bits)
+    limit = 2 * MAX_ABS_COORDINATE + 1
+    expected = unzigzag(deserialize(data, 0, len(values), bits, limit))
+    got = deserialize_symbols(data, 0, len(values), bits, limit)
+    assert got.dtype == np.int64
+    assert got.tolist() == expected.tolist()
+
+
+def test_narrow_zigzag() -> None:
+    """int32 symbols zigzag in 32 bits to the same values as in 64."""
+    symbols = np.array([0, -1, 1, -(2**24), 2**24, 2**30 - 1, -(2**30)], dtype=np.int32)
+    narrow = zigzag(symbols)
+    assert narrow.dtype == np.uint32
+    assert narrow.tolist() == zigzag(symbols.astype(np.int64)).tolist()
+
+
+WEIGHTS = {
+    "a": np.random.default_rng(1).normal(size=(40, 300)).astype(np.float32),
+    "b": np.random.default_rng(2).laplace(size=(8, 1000)).astype(np.float16),
+    "bias": np.linspace(-1, 1, 300, dtype=np.float32),
+}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"lattice": "Z1", "sqnr": 30},
+        {"lattice": "E8", "step": 0.1, "prune": 0.3},
+        {"lattice": "A2", "sqnr": 20, "prng": "philox4x32_10"},
+        {"lattice": "D4", "sqnr": 12, "codebook": True},
+    ],
+    ids=lambda o: o["lattice"],
+)
+def test_encoding_does_not_depend_on_threads(options: dict) -> None:
+    """Chunks and quantization blocks coded on 1, 2 or 3 threads give the same file."""
+    small = {"chunk_weights": 1000, "min_elements": 16, **options}
+    files = {t: udnc_format.save(WEIGHTS, threads=t, **small) for t in (1, 2, 3)}
+    assert files[1] == files[2] == files[3]
+
+
+def test_default_generator_is_philox4x64() -> None:
+    with udnc_format.UDNCFile(udnc_format.save(WEIGHTS, sqnr=20)) as handle:
+        assert handle.header.tensors[0].quantized.prng is Prng.PHILOX4X64_10
+        assert handle.header.minor == 1
+    data = udnc_format.save(WEIGHTS, sqnr=20, prng="philox4x32_10")
+    with udnc_format.UDNCFile(data) as handle:
+        assert handle.header.tensors[0].quantized.prng is Prng.PHILOX4X32_10
+
+
+def test_prng_none_is_refused() -> None:
+    with pytest.raises(udnc_format.InvalidInputError, match="prng"):
+        udnc_format.save(WEIGHTS, prng="none")

@@ -1,0 +1,83 @@
+"""Worker threads for decoding and encoding the chunks of a tensor in parallel.
+
+Chunks are independent by design (spec §4.3, §5), and the work on them (pread, CRC-32, the
+coders, numpy, the Philox generator) releases the GIL on large buffers, so threads use every
+core without copying data between processes. Results come back in chunk order and the first
+failure in chunk order is the one raised, whatever the thread count, so decoded bits and
+reported errors never depend on it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from .errors import InvalidInputError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def available_cores() -> int:
+    """The cores this process may run on.
+
+    >>> available_cores() >= 1
+    True
+    """
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def thread_count(threads: int | None) -> int:
+    """``threads`` checked, or every available core for None or 0."""
+    if threads is None or threads == 0:
+        return available_cores()
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
+        raise InvalidInputError(f"threads must be a non-negative integer, got {threads!r}")
+    return threads
+
+
+class Workers:
+    """``threads`` worker threads (every core for None or 0), created on first use; one
+    thread runs everything in the caller.
+
+    >>> with Workers(2) as workers:
+    ...     workers.map(lambda x: x * x, range(4))
+    [0, 1, 4, 9]
+    """
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = thread_count(threads)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def map(self, function: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """``[function(item) for item in items]``, on the workers."""
+        work = list(items)
+        if self.threads <= 1 or len(work) <= 1:
+            return [function(item) for item in work]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="udnc")
+        futures = [self._pool.submit(function, item) for item in work]
+        try:
+            return [future.result() for future in futures]
+        finally:
+            for future in futures:  # after a failure, stop what has not started
+                future.cancel()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+SERIAL = Workers(1)
