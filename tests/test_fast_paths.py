@@ -3,6 +3,7 @@ the output never depends on the number of threads."""
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import given
@@ -105,3 +106,70 @@ def test_default_generator_is_philox4x64() -> None:
 def test_prng_none_is_refused() -> None:
     with pytest.raises(udnc_format.InvalidInputError, match="prng"):
         udnc_format.save(WEIGHTS, prng="none")
+
+
+@pytest.fixture(scope="module")
+def many_chunks() -> bytes:
+    tensors = {
+        **WEIGHTS,
+        "e8": np.random.default_rng(3).normal(size=(30, 64)).astype(ml_dtypes.bfloat16),
+        "ids": np.arange(5000, dtype=np.int64),
+    }
+    return udnc_format.save(tensors, chunk_weights=512, min_elements=16, sqnr=25, prune=0.2)
+
+
+@pytest.mark.parametrize("threads", [2, 3, None])
+def test_decoding_does_not_depend_on_threads(many_chunks: bytes, threads: int | None) -> None:
+    """Chunks decoded in parallel, straight into the output, give the serial decoder's bits."""
+    serial = udnc_format.load(many_chunks, threads=1)
+    parallel = udnc_format.load(many_chunks, threads=threads)
+    assert list(parallel) == list(serial)
+    for name, array in serial.items():
+        assert parallel[name].dtype == array.dtype and parallel[name].shape == array.shape
+        assert parallel[name].tobytes() == array.tobytes(), name
+
+
+def test_first_failing_chunk_is_reported_whatever_the_threads(many_chunks: bytes) -> None:
+    """With several corrupt chunks, every thread count reports the first one in chunk order."""
+    with udnc_format.UDNCFile(many_chunks) as handle:
+        chunks = handle.header.tensors[0].quantized.symbols.chunks
+    assert len(chunks) > 4
+    data = bytearray(many_chunks)
+    for chunk in chunks[2:]:
+        data[chunk.offset] ^= 0xFF
+    messages = set()
+    for threads in (1, 2, 4):
+        with pytest.raises(udnc_format.ChecksumError) as error:
+            udnc_format.load(bytes(data), threads=threads)
+        messages.add(str(error.value))
+    assert len(messages) == 1
+    assert f"chunk 2 at offset {chunks[2].offset}" in messages.pop()
+
+
+def test_threads_must_be_a_count() -> None:
+    with pytest.raises(udnc_format.InvalidInputError, match="threads"):
+        udnc_format.save(WEIGHTS, threads=-1)
+    with pytest.raises(udnc_format.InvalidInputError, match="threads"):
+        udnc_format.load(udnc_format.save(WEIGHTS), threads=-2)
+
+
+def test_cli_threads(tmp_path) -> None:
+    """-j/--threads on compress, decompress and verify: any count gives the same files."""
+    from safetensors.numpy import save_file
+
+    from udnc_format.cli import main
+
+    source = tmp_path / "model.safetensors"
+    save_file({"w": WEIGHTS["a"], "bias": WEIGHTS["bias"]}, str(source))
+    outputs = []
+    for threads in ("1", "2"):
+        packed = tmp_path / f"model-{threads}.udnc"
+        restored = tmp_path / f"restored-{threads}.safetensors"
+        assert main(["compress", str(source), "-o", str(packed), "-j", threads, "-q"]) == 0
+        assert main(["decompress", str(packed), "-o", str(restored), "--threads", threads]) == 0
+        assert main(["verify", str(packed), "-j", threads, "-q"]) == 0
+        outputs.append((packed.read_bytes(), restored.read_bytes()))
+    assert outputs[0] == outputs[1]
+    with pytest.raises(SystemExit) as usage:
+        main(["compress", str(source), "-o", str(tmp_path / "x.udnc"), "-j", "-1"])
+    assert usage.value.code == 2

@@ -104,7 +104,11 @@ class Checkpoint:
     same questions as :class:`UDNCFile`, across all shards."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, max_tensor_bytes: int | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_tensor_bytes: int | None = None,
+        threads: int | None = None,
     ) -> None:
         self.path = Path(path)
         if not self.path.exists():
@@ -113,7 +117,7 @@ class Checkpoint:
         self._owner: dict[str, UDNCFile] = {}
         try:
             for shard in self._shards():
-                handle = UDNCFile(shard, max_tensor_bytes=max_tensor_bytes)
+                handle = UDNCFile(shard, max_tensor_bytes=max_tensor_bytes, threads=threads)
                 self._files.append(handle)
                 for name in handle:
                     if name in self._owner:

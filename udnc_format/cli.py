@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .checkpoint import Checkpoint, index_path, write_shards
-from .constants import DEFAULT_SQNR_DB, DEFAULT_SQNR_OFFSETS, Coder, Lattice
+from .constants import DEFAULT_PRNG, DEFAULT_SQNR_DB, DEFAULT_SQNR_OFFSETS, Coder, Lattice, Prng
 from .encoder import EncodeOptions, encode_tensors
 from .errors import InvalidInputError, MissingDependencyError, UDNCError, WriteError
 from .rate import sqnr_for_bits
@@ -126,6 +126,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         level=args.level,
         prune=args.prune,
         codebook=args.codebook,
+        prng=args.prng,
+        threads=args.threads,
         keep=tuple(args.keep or ()),
         sqnr_offsets=_offsets(args.sqnr_offset or (), args.uniform),
         metadata=metadata,
@@ -163,7 +165,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 def cmd_decompress(args: argparse.Namespace) -> int:
     source, target = Path(args.input), Path(args.output)
     _check_output(target, args.force)
-    with _open(source, args.max_tensor_bytes) as handle:
+    with _open(source, args.max_tensor_bytes, args.threads) as handle:
         specs = [TensorSpec(e.name, e.dtype, e.shape) for e in handle.entries()]
         names = _progress(
             [s.name for s in specs], [s.nbytes for s in specs], "decompress", args.quiet
@@ -175,8 +177,10 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _open(path: Path, max_tensor_bytes: int | None = None) -> Checkpoint:
-    return Checkpoint(path, max_tensor_bytes=max_tensor_bytes)
+def _open(
+    path: Path, max_tensor_bytes: int | None = None, threads: int | None = None
+) -> Checkpoint:
+    return Checkpoint(path, max_tensor_bytes=max_tensor_bytes, threads=threads)
 
 
 def _info_dict(info: TensorInfo) -> dict[str, Any]:
@@ -258,7 +262,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     path = Path(args.input)
-    with _open(path, args.max_tensor_bytes) as handle:
+    with _open(path, args.max_tensor_bytes, args.threads) as handle:
         sizes = [entry.source_bytes for entry in handle.entries()]
         for name in _progress(handle.keys(), sizes, "verify", args.quiet):
             handle.get_tensor(name)
@@ -365,14 +369,21 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}: {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 class _DefaultsFormatter(argparse.HelpFormatter):
@@ -451,11 +462,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="reject (exit 1) a tensor that declares more decoded bytes, e.g. 1G: for files "
         "from untrusted sources (SECURITY.md)",
     )
+    threads = argparse.ArgumentParser(add_help=False)
+    threads.add_argument(
+        "-j",
+        "--threads",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="threads that code the chunks of a tensor in parallel (default: 0, every core); "
+        "the output does not depend on it",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     compress = commands.add_parser(
         "compress",
-        parents=[common],
+        parents=[common, threads],
         help="safetensors -> .udnc",
         formatter_class=_DefaultsFormatter,
     )
@@ -489,6 +510,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compress.add_argument("--no-dither", action="store_true", help="plain lattice quantization")
     compress.add_argument("--seed", type=int, default=0, help="dither seed (0 .. 2^64-1)")
+    compress.add_argument(
+        "--prng",
+        default=DEFAULT_PRNG.name.lower(),
+        choices=[m.name.lower() for m in Prng if m is not Prng.NONE],
+        type=str.lower,
+        help="dither generator (philox4x32_10: files that decoders of format 1.0 read)",
+    )
     coders = [m.name.lower() for m in Coder]
     compress.add_argument(
         "--coder", default="zstd", choices=coders, type=str.lower, help="universal coder"
@@ -508,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.set_defaults(run=cmd_compress)
 
     decompress = commands.add_parser(
-        "decompress", parents=[common, limits], help=".udnc -> safetensors"
+        "decompress", parents=[common, limits, threads], help=".udnc -> safetensors"
     )
     decompress.add_argument("input", help="a .udnc file or a sharded *.udnc.index.json")
     decompress.add_argument("-o", "--output", required=True)
@@ -521,7 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(run=cmd_info)
 
     verify = commands.add_parser(
-        "verify", parents=[common, limits], help="check every checksum and decode everything"
+        "verify",
+        parents=[common, limits, threads],
+        help="check every checksum and decode everything",
     )
     verify.add_argument("input")
     verify.set_defaults(run=cmd_verify)

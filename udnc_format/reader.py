@@ -17,6 +17,7 @@ from .decoder import decode_quantized, decode_tensor
 from .errors import ChecksumError, LimitError, TensorNotFoundError, TruncatedError, UDNCError
 from .fileio import read_at
 from .header import StreamRef, TensorEntry, read_header
+from .parallel import Workers
 from .quantizer import QuantizedTensor
 
 
@@ -89,7 +90,10 @@ class UDNCFile:
         source: bytes | bytearray | memoryview | str | os.PathLike[str],
         *,
         max_tensor_bytes: int | None = None,
+        threads: int | None = None,
     ) -> None:
+        # Chunks of a tensor decode in parallel on ``threads`` threads (None: every core).
+        self._workers = Workers(threads)
         # spec §9: a decoder MAY set a lower memory limit than the format's; a server opening
         # untrusted files sets one (SECURITY.md), or a tiny file may declare gigabytes.
         self.max_tensor_bytes = max_tensor_bytes
@@ -176,7 +180,7 @@ class UDNCFile:
         entry = self._entry(name)
         self._check_budget(entry)
         try:
-            return decode_tensor(entry, self._fetch)
+            return decode_tensor(entry, self._fetch, self._workers)
         except UDNCError as exc:
             raise type(exc)(f"{self.source}: tensor {name!r}: {exc}") from None
         except MemoryError:
@@ -205,6 +209,7 @@ class UDNCFile:
 
     def close(self) -> None:
         """Release the file; tensors already returned stay valid."""
+        self._workers.close()
         if self._data is not None:
             self._data.release()
             self._data = None
