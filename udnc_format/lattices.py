@@ -155,22 +155,33 @@ class CubicLattice(LatticeCodec):
         levels: np.ndarray | None,
         scale: float,
     ) -> np.ndarray:
-        # x = σ − c = (σ·2^24 + 2^23 − k)·2^-24 (spec §5.3): an integer below 2^49 in
-        # magnitude, so x ⊗ s is that integer ⊗ (s·2^-24) whenever s·2^-24 is exact (not
-        # subnormal): the same real product, rounded once, in integer arithmetic and one
-        # binary64 multiplication.
-        fine = scale * _FIXED_POINT_SCALE
-        exact = fine >= sys.float_info.min and fine / _FIXED_POINT_SCALE == scale
-        if levels is None or not exact:
+        fine = fixed_point_scale(scale)
+        if levels is None or fine is None:
             return super().reconstruct_scaled(cosets, symbols, levels, scale)
-        fixed = symbols.reshape(-1).astype(np.int64)
-        fixed <<= UNIFORM_BITS
-        fixed += 1 << (UNIFORM_BITS - 1)
-        fixed -= levels
-        return np.multiply(fixed, fine)
+        values = fixed_point_symbols(symbols.reshape(-1))
+        values -= levels
+        values *= fine
+        return values
 
 
+# Z^n with dither in integers (spec §5.3, §6.4): x = σ − c = (σ·2^24 + 2^23 − k)·2^-24 with k
+# the 24-bit dither level. σ·2^24 + 2^23 − k is an integer below 2^49 in magnitude, exact in
+# binary64, so x ⊗ s = (σ·2^24 + 2^23 − k) ⊗ (s·2^-24) whenever s·2^-24 is exact (not
+# subnormal): the same real product, rounded once.
 _FIXED_POINT_SCALE = 2.0**-UNIFORM_BITS
+
+
+def fixed_point_scale(scale: float) -> float | None:
+    """s·2^-24 when it is exact, else None."""
+    fine = scale * _FIXED_POINT_SCALE
+    return fine if fine >= sys.float_info.min and fine / _FIXED_POINT_SCALE == scale else None
+
+
+def fixed_point_symbols(symbols: np.ndarray) -> np.ndarray:
+    """σ·2^24 + 2^23 as exact binary64, from which subtracting k gives x·2^24."""
+    fixed = symbols.astype(np.int64) << UNIFORM_BITS
+    fixed += 1 << (UNIFORM_BITS - 1)
+    return fixed.astype(np.float64)
 
 
 def _cubic(n: int) -> type[CubicLattice]:

@@ -67,11 +67,22 @@ def _pack_fields(fields: np.ndarray, bits: int) -> bytes:
     return packed.tobytes()
 
 
+def _field_table(bits: int) -> np.ndarray:
+    """For each byte, its 8/bits fields as one little-endian word: unpacking a chunk is one
+    table lookup per byte."""
+    per_byte = 8 // bits
+    shifts = np.arange(0, 8, bits, dtype=np.uint8)
+    fields = (np.arange(256, dtype=np.uint8)[:, None] >> shifts) & np.uint8((1 << bits) - 1)
+    return fields.view(f"<u{per_byte}").reshape(256)
+
+
+_FIELD_TABLES = {bits: _field_table(bits) for bits in (1, 2, 4)}
+
+
 def _unpack_fields(data: np.ndarray, count: int, bits: int) -> np.ndarray:
     if bits == 8:
         return data
-    shifts = np.arange(0, 8, bits, dtype=np.uint8)
-    fields = ((data[:, None] >> shifts) & np.uint8((1 << bits) - 1)).reshape(-1)
+    fields = _FIELD_TABLES[bits][data].view(np.uint8)
     if fields[count:].any():
         raise CorruptStreamError("padding fields after the last symbol are not zero")
     return fields[:count]
@@ -146,17 +157,28 @@ def deserialize(data: Buffer, start: int, count: int, bits: int, limit: int) -> 
     return values
 
 
-def deserialize_symbols(data: Buffer, start: int, count: int, bits: int, limit: int) -> np.ndarray:
+def deserialize_symbols(
+    data: Buffer,
+    start: int,
+    count: int,
+    bits: int,
+    limit: int,
+    symbol_map: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> np.ndarray:
     """:func:`deserialize` followed by :func:`unzigzag`: the int64 lattice symbols, with every
-    value below ``limit`` (which must exceed 255). Decodes the fields by table lookup."""
+    value below ``limit`` (which must exceed 255), decoded by table lookup; with
+    ``symbol_map``, that elementwise function of the symbols instead (one lookup in a table
+    of its values)."""
     fields, escaped, escaped_values = _read_fields(data, start, count, bits)
-    symbols = _UNZIGZAG_BYTES[fields]
+    table = _UNZIGZAG_BYTES if symbol_map is None else symbol_map(_UNZIGZAG_BYTES)
+    symbols = table[fields]
     if escaped.size:
         if escaped_values.max() >= limit:
             raise CorruptStreamError(
                 f"a symbol value {int(escaped_values.max())} is out of range (< {limit})"
             )
-        symbols[escaped] = unzigzag(escaped_values)
+        escaped_symbols = unzigzag(escaped_values)
+        symbols[escaped] = escaped_symbols if symbol_map is None else symbol_map(escaped_symbols)
     return symbols
 
 
