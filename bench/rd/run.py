@@ -107,6 +107,7 @@ class Row:
         return {
             "tool": self.tool,
             "setting": self.setting,
+            "source_bytes": self.source_bytes,
             "bits_per_weight": self.bits_per_weight,
             "sqnr": self.sqnr if math.isfinite(self.sqnr) else "inf",
             "encode_seconds": self.encode_seconds,
@@ -117,6 +118,32 @@ class Row:
             "mean_cos": self.mean_cos,
             **self.extra,
         }
+
+
+_ROW_KEYS = ("tool", "setting", "bits_per_weight", "encode_seconds", "decode_seconds")
+_DERIVED_KEYS = (
+    "sqnr",
+    "source_bytes",
+    "encode_MB_per_s",
+    "decode_MB_per_s",
+    "min_cos",
+    "mean_cos",
+)
+
+
+def row_from_dict(item: dict[str, Any]) -> Row:
+    """A row back from results.json (for --render)."""
+    source_bytes = item.get("source_bytes") or round(
+        item["encode_MB_per_s"] * item["encode_seconds"] * 1e6
+    )
+    return Row(
+        **{key: item[key] for key in _ROW_KEYS},
+        sqnr=math.inf if item["sqnr"] == "inf" else item["sqnr"],
+        source_bytes=source_bytes,
+        min_cos=item.get("min_cos"),
+        mean_cos=item.get("mean_cos"),
+        extra={k: v for k, v in item.items() if k not in (*_ROW_KEYS, *_DERIVED_KEYS)},
+    )
 
 
 class Embedder:
@@ -241,11 +268,7 @@ def interpolate(points: Sequence[tuple[float, float]], sqnr: float) -> float | N
 
 def best_curve(rows: list[Row], sqnr: float) -> str:
     """The udnc curve with the fewest bits at ``sqnr`` (interpolated)."""
-    curves: dict[str, list[tuple[float, float]]] = {}
-    for r in rows:
-        if r.tool == "udnc" and "match" not in r.extra:
-            curves.setdefault(r.extra["curve"], []).append((r.sqnr, r.bits_per_weight))
-    scored = {c: interpolate(p, sqnr) for c, p in curves.items()}
+    scored = {c: interpolate(p, sqnr) for c, p in udnc_curves(rows).items()}
     finite = {c: b for c, b in scored.items() if b is not None}
     return min(finite, key=finite.__getitem__) if finite else "E8, no dither"
 
@@ -391,7 +414,7 @@ def table(rows: list[Row], with_cos: bool) -> list[str]:
     return lines
 
 
-def plot(source: Source, rows: list[Row], path: Path) -> None:
+def plot(title: str, rows: list[Row], path: Path) -> None:
     curves: dict[str, list[tuple[float, float]]] = {}
     marks: dict[str, tuple[float, float]] = {}
     for r in rows:
@@ -405,7 +428,8 @@ def plot(source: Source, rows: list[Row], path: Path) -> None:
     lossless = ", ".join(
         f"{r.tool} {r.bits_per_weight:.1f}" for r in rows if not math.isfinite(r.sqnr)
     )
-    title = f"{source.title}\nlossless (off the chart): {lossless}" if lossless else source.title
+    if lossless:
+        title = f"{title}\nlossless (off the chart): {lossless}"
     plot_curves(curves, path, title, marks=marks)
 
 
@@ -509,7 +533,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a few points only")
     parser.add_argument("--no-peers", action="store_true", help="udnc only")
     parser.add_argument("--source", choices=["minilm", "laplace"], action="append")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: rewrite results.md and the plots from a results.json",
+    )
     args = parser.parse_args(argv)
+    if args.render is not None:
+        return render_only(args.render, args.out or args.render.parent)
 
     def log(line: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
@@ -545,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = measured["rows"]
             rows_by_source[source.key] = rows
             plot_name = f"rd_{source.key}.png"
-            plot(source, rows, out / plot_name)
+            plot(source.title, rows, out / plot_name)
             document["sources"][source.key] = {
                 "title": source.title,
                 "weights": source.compared.weights,
@@ -570,11 +602,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def render_only(source: Path, out: Path) -> int:
+    document = json.loads(source.read_text())
+    rows_by_source = {
+        key: [row_from_dict(item) for item in info["rows"]]
+        for key, info in document["sources"].items()
+    }
+    for key, info in document["sources"].items():
+        plot(info["title"], rows_by_source[key], out / info["plot"])
+        info["targets"] = targets(rows_by_source[key])
+    document["conclusions"] = conclusions(document, rows_by_source)
+    (out / "results.md").write_text(render(document, rows_by_source))
+    (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
+    return 0
+
+
+def udnc_curves(rows: list[Row]) -> dict[str, list[tuple[float, float]]]:
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        swept = r.tool == "udnc" and "match" not in r.extra and "allocation" not in r.extra
+        if swept and "curve" in r.extra:
+            curves.setdefault(r.extra["curve"], []).append((r.sqnr, r.bits_per_weight))
+    return curves
+
+
 def conclusions(document: dict[str, Any], rows_by_source: dict[str, list[Row]]) -> list[str]:
     lines = []
+    for key, info in document["sources"].items():
+        rows = rows_by_source[key]
+        name = "MiniLM" if key == "minilm" else "Laplace"
+        lines += [f"{name}, {line}" for line in verdict_lines(info["targets"])]
+        gaps = [c["udnc_bits"] - c["peer_bits"] for c in info["targets"] if "nncodec" in c["peer"]]
+        if gaps:
+            lines.append(
+                f"{name}: at NNCodec's SQNRs udnc needs {min(gaps):+.3f} to {max(gaps):+.3f} "
+                "bits/weight more than NNCodec."
+            )
+        curves = udnc_curves(rows)
+        at = {c: interpolate(p, 30.0) for c, p in curves.items()}
+        ranked = sorted((b, c) for c, b in at.items() if b is not None)
+        if ranked:
+            lines.append(
+                f"{name}: udnc curves at 30 dB, fewest bits first: "
+                + ", ".join(f"{c} {b:.3f}" for b, c in ranked)
+                + " bits/weight."
+            )
+        nncodec = [r for r in rows if r.tool == "nncodec"]
+        udnc = [r for r in rows if r.tool == "udnc" and r.extra.get("curve") == "E8, no dither"]
+        if nncodec and udnc:
+            lines.append(
+                f"{name}: speed (MB/s of float32 weights, median over the points): udnc E8 "
+                f"without dither encodes at {np.median([r.encode_mbs for r in udnc]):.1f} and "
+                f"decodes at {np.median([r.decode_mbs for r in udnc]):.1f}; NNCodec "
+                f"{np.median([r.encode_mbs for r in nncodec]):.1f} and "
+                f"{np.median([r.decode_mbs for r in nncodec]):.1f}."
+            )
     minilm = document["sources"].get("minilm")
     if minilm:
-        lines += [f"MiniLM, {line}" for line in verdict_lines(minilm["targets"])]
         alloc = {
             r.extra["allocation"]: r for r in rows_by_source["minilm"] if "allocation" in r.extra
         }
@@ -582,13 +666,17 @@ def conclusions(document: dict[str, Any], rows_by_source: dict[str, list[Row]]) 
             s, p, g = alloc["step"], alloc["sqnr"], alloc["roles"]
             lines.append(
                 "The gap between PEERS.md's 3.74 bits at 21.2 dB and bench/minilm's ~2.9 bits at "
-                f"`--sqnr 21` is the definition of SQNR: `udnc compress --sqnr 21.2` applies "
-                f"the role offsets (embeddings -10 dB, queries and keys -6 dB, ...), which gives "
+                "`--sqnr 21` is the definition of SQNR: `udnc compress --sqnr 21.2` is a "
+                "per-tensor target shifted by the default role offsets (lower for the "
+                "embeddings, queries and keys; `DEFAULT_SQNR_OFFSETS`), and bench/minilm counts "
+                "bits per quantized weight: that gives "
                 f"{g.bits_per_weight:.3f} bits/weight at a global SQNR of only {g.sqnr:.2f} dB "
-                f"(the word-embedding table is half the weights). At 21.2 dB global: one "
-                f"global step {s.bits_per_weight:.3f} bits/weight ({s.sqnr:.2f} dB), one SQNR "
-                f"per tensor (`--uniform --sqnr 21.2`) {p.bits_per_weight:.3f} ({p.sqnr:.2f} "
-                "dB): the curves use the global step."
+                "(the word-embedding table is half of the weights). At 21.2 dB global SQNR "
+                f"the same quantizer (Z1, dither) takes {s.bits_per_weight:.3f} bits/weight "
+                f"with one global step ({s.sqnr:.2f} dB) and {p.bits_per_weight:.3f} with one "
+                f"SQNR per tensor (`--uniform --sqnr 21.2`, {p.sqnr:.2f} dB), in line with "
+                "PEERS.md's 3.74 (ideal entropy of the same indices): the curves use the global "
+                "step."
             )
     return lines
 
