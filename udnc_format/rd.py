@@ -41,6 +41,7 @@ from .constants import Coder, Lattice
 from .encoder import EncodeOptions, encode_tensors, sqnr_db
 from .errors import InvalidInputError, MissingDependencyError
 from .lattices import get_lattice
+from .quantizer import squared_norm, sum_of_squares
 from .safetensors_io import TensorSpec, iter_checkpoint
 from .writer import atomic_write, write_file
 
@@ -120,18 +121,12 @@ def _float64_blocks(array: np.ndarray) -> Iterator[np.ndarray]:
         yield flat[start : start + _BLOCK].astype(np.float64)
 
 
-def squared_sum(array: np.ndarray) -> float:
-    """Σw² in binary64, block by block."""
-    return sum(float(np.dot(block, block)) for block in _float64_blocks(array))
-
-
 def squared_error(reference: np.ndarray, decoded: np.ndarray) -> float:
     """Σ(w − ŵ)² in binary64, block by block (infinite if it overflows)."""
     total = 0.0
     with np.errstate(over="ignore", invalid="ignore"):
         for ref, dec in zip(_float64_blocks(reference), _float64_blocks(decoded), strict=True):
-            diff = ref - dec
-            total += float(np.dot(diff, diff))
+            total += squared_norm(ref - dec)
     return total if math.isfinite(total) else math.inf
 
 
@@ -158,7 +153,7 @@ def compare_set(
                     f"{path}: tensor {name!r} holds NaN or infinity: no SQNR can be measured"
                 )
             chosen.append(spec)
-            energy += squared_sum(array)
+            energy += sum_of_squares(array)
     if not chosen:
         raise InvalidInputError(
             f"{path}: no tensor to quantize (floating tensors of at least 2 dimensions and "
