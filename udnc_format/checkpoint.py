@@ -76,19 +76,7 @@ def write_shards(
             os.replace(temporary, final)
             placed.append(final)
             weight_map.update(dict.fromkeys(names, final.name))
-        index = {
-            "format": INDEX_FORMAT,
-            "version": INDEX_VERSION,
-            "metadata": dict(metadata),
-            "weight_map": weight_map,
-        }
-        text = json.dumps(index, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
-
-        def write_index(out: IO[bytes]) -> None:
-            out.write(text)
-
-        atomic_write(index_path(target), write_index)
-        return [*placed, index_path(target)]
+        return [*placed, write_index(target, weight_map, metadata)]
     except BaseException as exc:
         for temporary, _ in temporaries:
             temporary.unlink(missing_ok=True)
@@ -97,6 +85,26 @@ def write_shards(
         if isinstance(exc, OSError) and not isinstance(exc, UDNCError):
             raise WriteError(f"{target}: write failed: {exc.strerror or exc}") from None
         raise
+
+
+def write_index(
+    path: str | os.PathLike[str], weight_map: Mapping[str, str], metadata: Mapping[str, str]
+) -> Path:
+    """Write the index of a sharded output named ``path`` (``model.udnc.index.json`` for
+    ``model.udnc``), atomically: ``weight_map`` maps each tensor to its shard's file name."""
+    index = {
+        "format": INDEX_FORMAT,
+        "version": INDEX_VERSION,
+        "metadata": dict(metadata),
+        "weight_map": dict(weight_map),
+    }
+    text = json.dumps(index, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
+
+    def write(out: IO[bytes]) -> None:
+        out.write(text)
+
+    atomic_write(index_path(path), write)
+    return index_path(path)
 
 
 class Checkpoint:

@@ -15,8 +15,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +39,7 @@ from .rd import (
 )
 from .reader import TensorInfo
 from .safetensors_io import TensorSpec, checkpoint_files, iter_checkpoint, write_safetensors
+from .shards import compress_sharded
 from .writer import write_file
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
@@ -106,7 +107,8 @@ def _check_output(path: Path, force: bool) -> None:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     source, target = Path(args.input), Path(args.output)
-    _check_output(index_path(target) if args.shard_size else target, args.force)
+    sharded = args.shard_size or args.processes
+    _check_output(index_path(target) if sharded else target, args.force)
     specs, metadata, tensors = iter_checkpoint(source)
     for pattern in args.keep or ():
         if not args.quiet and not any(fnmatch.fnmatchcase(s.name, pattern) for s in specs):
@@ -143,12 +145,22 @@ def cmd_compress(args: argparse.Namespace) -> int:
             return _progress(iter_checkpoint(source)[2], sizes, "measuring", args.quiet)
 
         options = replace(options, sqnr=sqnr_for_bits(passes, options, args.bits, report))
-    tensors = _progress(tensors, sizes, "compress", args.quiet)
-    encoded = encode_tensors(tensors, options)
-    if args.shard_size:
+    if args.processes:
+        if args.bits is not None or args.shard_size:
+            raise InvalidInputError("--processes goes with neither --bits nor --shard-size")
+        kwargs = {f.name: getattr(options, f.name) for f in fields(options)}
+        # Plain values for the worker processes; streams and threads are set per process.
+        kwargs = {k: dict(v) if isinstance(v, Mapping) else v for k, v in kwargs.items()}
+        del kwargs["first_dither_stream"]
+        kwargs["threads"] = args.threads or None
+        target = compress_sharded(source, target, processes=args.processes, **kwargs)[-1]
+    elif args.shard_size:
+        tensors = _progress(tensors, sizes, "compress", args.quiet)
+        encoded = encode_tensors(tensors, options)
         target = write_shards(encoded, options.metadata, target, args.shard_size)[-1]
     else:
-        write_file(encoded, options.metadata, target)
+        tensors = _progress(tensors, sizes, "compress", args.quiet)
+        write_file(encode_tensors(tensors, options), options.metadata, target)
     if not args.quiet:
         with Checkpoint(target) as handle:
             quantized = sum(handle.info(name).encoding == "lattice" for name in handle)
@@ -531,6 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_size,
         metavar="SIZE",
         help="split the output into shards of about SIZE (e.g. 2G) with an index",
+    )
+    compress.add_argument(
+        "--processes",
+        type=_positive_int,
+        metavar="N",
+        help="one .udnc shard per input shard, compressed in N processes, with an index",
     )
     compress.add_argument("-f", "--force", action="store_true", help="overwrite the output")
     compress.set_defaults(run=cmd_compress)

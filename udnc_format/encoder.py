@@ -51,6 +51,7 @@ from .quantizer import (
 from .symbols import best_field_width_payload, pack_bits, serialize, zigzag
 
 E = TypeVar("E", bound=enum.IntEnum)
+MAX_STREAM = 0xFFFFFFFF  # spec §4.5: dither_stream is a u32
 
 # Rate control by SQNR: the decoded SQNR lands within this many dB of the target.
 SQNR_TOLERANCE_DB = 0.1
@@ -116,6 +117,8 @@ class EncodeOptions:
     min_elements, min_ndim  smaller tensors stay lossless
     threads      threads that quantize and code a tensor's chunks (None or 0: every core);
                  the output does not depend on it
+    first_dither_stream  the dither stream of the first tensor, the others following in order
+                 (shards of one checkpoint compressed apart keep their streams distinct)
     """
 
     lattice: Lattice = Lattice.Z1
@@ -135,6 +138,7 @@ class EncodeOptions:
     min_elements: int = DEFAULT_MIN_QUANTIZED_ELEMENTS
     min_ndim: int = 2
     threads: int | None = None
+    first_dither_stream: int = 0
 
     @classmethod
     def from_kwargs(cls, **options: Any) -> EncodeOptions:
@@ -191,6 +195,11 @@ class EncodeOptions:
         _require(_is_int(self.min_ndim), "min_ndim must be an integer", self.min_ndim)
         _require(
             self.prng is not Prng.NONE, "prng must be a generator (dither=False: none)", self.prng
+        )
+        _require(
+            _is_int(self.first_dither_stream) and 0 <= self.first_dither_stream <= MAX_STREAM,
+            f"first_dither_stream must be an integer in 0..{MAX_STREAM}",
+            self.first_dither_stream,
         )
         _require(
             self.threads is None or (_is_int(self.threads) and self.threads >= 0),
@@ -334,7 +343,10 @@ def encode_tensors(
             if check_name(name) in seen:
                 raise DuplicateNameError(f"tensor {name!r} is given twice")
             seen.add(name)
-            yield encode_tensor(name, array, index, options, workers)
+            stream = options.first_dither_stream + index
+            if stream > MAX_STREAM:
+                raise InvalidInputError(f"tensor {name!r}: dither stream {stream} beyond u32")
+            yield encode_tensor(name, array, stream, options, workers)
 
 
 def encode_tensor(

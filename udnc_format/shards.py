@@ -1,0 +1,117 @@
+"""Sharded checkpoints compressed shard by shard: in parallel processes on one machine, or
+mapped over a cluster by an existing engine (Dask, Ray: README).
+
+Each input shard (a .safetensors file named by a ``*.safetensors.index.json``) becomes one
+complete .udnc file, written atomically at its final name, and ``model.udnc.index.json`` (what
+:class:`udnc_format.checkpoint.Checkpoint` and the CLI read) ties them together once all are
+done. The work is three plain functions so that any engine can map the middle one:
+
+>>> jobs = plan_shards("model.safetensors.index.json", "out/model.udnc", sqnr=38)  # doctest: +SKIP
+>>> results = [compress_shard(job) for job in jobs]                 # or pool.map, bag.map ...
+>>> write_sharded_index(results, "out/model.udnc")                  # doctest: +SKIP
+
+Every tensor keeps the dither stream it would have in a single file (its position in the
+checkpoint), so the decoded bits do not depend on how the work was split.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import shard_name, write_index
+from .encoder import EncodeOptions, encode_tensors
+from .errors import InvalidInputError
+from .parallel import available_cores
+from .safetensors_io import checkpoint_files, iter_checkpoint
+from .writer import write_file
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One input shard to compress: plain, picklable values for any process or cluster."""
+
+    source: str
+    target: str
+    first_dither_stream: int
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What :func:`compress_shard` wrote: the shard's path, its tensor names and metadata."""
+
+    target: str
+    names: tuple[str, ...]
+    metadata: Mapping[str, str]
+
+
+def plan_shards(
+    source: str | os.PathLike[str], target: str | os.PathLike[str], **options: Any
+) -> list[ShardJob]:
+    """One job per shard of the safetensors checkpoint ``source`` (an index or a single file),
+    writing ``model-0000k-of-0000n.udnc`` beside ``target`` (``model.udnc``); ``options`` are
+    :class:`EncodeOptions` keywords, checked here."""
+    EncodeOptions.from_kwargs(**options)
+    if "first_dither_stream" in options:
+        raise InvalidInputError("first_dither_stream is set per shard by plan_shards")
+    files = checkpoint_files(source)
+    target = Path(target)
+    jobs, stream = [], 0
+    for number, file in enumerate(files, start=1):
+        output = target.parent / shard_name(target, number, len(files))
+        jobs.append(ShardJob(str(file), str(output), stream, dict(options)))
+        stream += len(iter_checkpoint(file)[0])  # reads the header only
+    return jobs
+
+
+def compress_shard(job: ShardJob) -> ShardResult:
+    """Compress one shard to its .udnc file (atomically), tensor by tensor."""
+    specs, metadata, tensors = iter_checkpoint(job.source)
+    options = EncodeOptions.from_kwargs(**job.options, first_dither_stream=job.first_dither_stream)
+    metadata = {**metadata, **options.metadata}
+    write_file(encode_tensors(tensors, options), metadata, job.target)
+    return ShardResult(job.target, tuple(spec.name for spec in specs), metadata)
+
+
+def write_sharded_index(results: Sequence[ShardResult], target: str | os.PathLike[str]) -> Path:
+    """Write ``target``'s index over the shards of ``results``; returns its path."""
+    weight_map: dict[str, str] = {}
+    metadata: dict[str, str] = {}
+    for result in results:
+        metadata.update(result.metadata)
+        weight_map.update(dict.fromkeys(result.names, Path(result.target).name))
+    return write_index(target, weight_map, metadata)
+
+
+def compress_sharded(
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    *,
+    processes: int | None = None,
+    **options: Any,
+) -> list[Path]:
+    """Compress every shard of ``source`` in ``processes`` worker processes (None: one per
+    core), then write the index; returns the shards and the index, last. Each process codes
+    with ``cores // processes`` threads unless ``threads`` is given. On failure, the shards
+    already written are removed and no index is left.
+
+    >>> compress_sharded("model.safetensors.index.json", "out/model.udnc")  # doctest: +SKIP
+    """
+    workers = processes or available_cores()
+    if options.get("threads") is None:
+        options["threads"] = max(1, available_cores() // workers)
+    jobs = plan_shards(source, target, **options)
+    try:
+        with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
+            results = list(pool.map(compress_shard, jobs))
+        index = write_sharded_index(results, target)
+    except BaseException:
+        for job in jobs:
+            Path(job.target).unlink(missing_ok=True)
+        raise
+    return [*(Path(result.target) for result in results), index]
