@@ -1,9 +1,11 @@
 """Coverage-guided fuzzing of the .udnc decoder (atheris, libFuzzer).
 
-Every input goes through the public API as an untrusted file would: ``udnc_format.load`` on the
-bytes (every tensor decoded), then ``udnc_format.open`` on a file (lazy reads: ``keys``,
-``metadata``, ``info`` and ``get_quantized`` of every tensor, in reverse order) and the
-``udnc info`` (text and JSON) and ``udnc verify`` commands (every tensor decoded from the file).
+Every input goes through the public API as an untrusted file would: ``udnc_format.UDNCFile`` on
+the bytes (every tensor decoded, as ``udnc_format.load`` does), then, when the header passed its
+checks (otherwise every path stops in the same checks), ``udnc_format.open`` on a file (lazy
+reads: ``keys``, ``metadata``, ``info`` and ``get_quantized`` of every tensor, in reverse order)
+and the ``udnc info`` (text and JSON) and ``udnc verify`` commands (every tensor decoded from
+the file).
 Each input is also decoded with its CRCs recomputed, so that mutations reach the checks behind
 the checksums. Any exception that is not a ``UDNCError`` is a crash, an input running
 longer than ``-timeout`` a hang, and one going over ``-rss_limit_mb`` an out-of-memory: libFuzzer
@@ -21,7 +23,6 @@ server opening untrusted files should (SECURITY.md): inside the limit every tens
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import os
@@ -43,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "conformance" / "vectors"
 DICTIONARY = Path(__file__).resolve().parent / "udnc.dict"
 MAX_TENSOR_BYTES = 64 << 20  # declared decoded bytes of one tensor: bounds memory and time
+PARSER = cli.build_parser()
 DEFAULT_FLAGS = ("-timeout=20", "-rss_limit_mb=3072", "-max_len=16384")
 
 
@@ -55,12 +57,12 @@ def _inspect_lazily(path: str) -> None:
                 handle.get_quantized(name)
 
 
-def _run_command(run: object, **options: object) -> None:
-    """A ``udnc`` command as ``cli.main`` runs it (parsed arguments given directly: argparse
-    is not under test), with its output captured."""
-    args = argparse.Namespace(quiet=False, **options)
+def _run_command(*argv: str) -> None:
+    """A ``udnc`` command as ``cli.main`` runs it, its output captured; a UDNCError is its
+    exit status 1."""
+    args = PARSER.parse_args(argv)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(udnc_format.UDNCError):
-        run(args)  # type: ignore[operator]
+        args.run(args)
 
 
 def with_crcs_repaired(data: bytes) -> bytes:
@@ -82,18 +84,25 @@ def test_one_input(data: bytes) -> None:
 
 
 def decode_every_way(data: bytes) -> None:
+    """``udnc_format.load`` on the bytes; then, if the header passed its checks, the file paths
+    too (where it does not, they stop in the same header checks)."""
     with np.errstate(all="ignore"):  # binary16 overflow to infinity is valid (spec §11)
-        with contextlib.suppress(udnc_format.UDNCError):
-            udnc_format.load(data, max_tensor_bytes=MAX_TENSOR_BYTES)
+        try:
+            handle = udnc_format.UDNCFile(data, max_tensor_bytes=MAX_TENSOR_BYTES)
+        except udnc_format.UDNCError:
+            return
+        with handle, contextlib.suppress(udnc_format.UDNCError):  # as udnc_format.load does
+            for name in handle:
+                handle.get_tensor(name)
         descriptor = os.memfd_create("fuzz.udnc")
         try:
             os.write(descriptor, data)
             path = f"/proc/self/fd/{descriptor}"
             with contextlib.suppress(udnc_format.UDNCError):
                 _inspect_lazily(path)
-            _run_command(cli.cmd_info, input=path, json=True)
-            _run_command(cli.cmd_info, input=path, json=False)
-            _run_command(cli.cmd_verify, input=path, max_tensor_bytes=MAX_TENSOR_BYTES)
+            _run_command("info", "--json", path)
+            _run_command("info", path)
+            _run_command("verify", "--max-tensor-bytes", str(MAX_TENSOR_BYTES), path)
         finally:
             os.close(descriptor)
 

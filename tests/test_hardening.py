@@ -5,16 +5,18 @@ flip of a small file is detected or provably harmless, and the decoder's memory 
 from __future__ import annotations
 
 import itertools
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from udnc_conformance import bitflip
+from udnc_conformance import VECTORS, bitflip
+from udnc_conformance.generate import header_length
 
 import udnc_format
-from udnc_format import reader
+from udnc_format import layout, reader
 from udnc_format.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,3 +126,38 @@ def test_out_of_memory_is_a_limit_error(packed, monkeypatch):
     monkeypatch.setattr(reader, "decode_tensor", exhausted)
     with pytest.raises(udnc_format.LimitError, match="tensor 'w': its 8192 decoded bytes do not"):
         udnc_format.load(packed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages: every failure on a bad file names the file, the tensor and the offset
+
+
+def invalid_vectors() -> list[Path]:
+    cases = sorted(VECTORS.glob("*/case.json"))
+    return [c.parent for c in cases if json.loads(c.read_text())["result"] == "invalid"]
+
+
+WHOLE_FILE = ("not a .udnc file", "ends inside the 16-byte preamble")  # no finer place to name
+
+
+@pytest.mark.parametrize("case", invalid_vectors(), ids=lambda path: path.name)
+def test_every_rejection_names_the_file_and_the_offset(case):
+    path = case / "input.udnc"
+    with pytest.raises(udnc_format.UDNCError) as caught, np.errstate(all="ignore"):
+        udnc_format.load_file(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    assert "offset" in message or any(text in message for text in WHOLE_FILE), message
+    names = {t["name"] for t in _tensor_names(path.read_bytes())}
+    named = [name for name in names if f"tensor {name!r}" in message]
+    about_a_tensor = "chunk" in message or caught.value.kind in ("corrupt-stream", "checksum")
+    assert named or not about_a_tensor or "header CRC" in message, message
+
+
+def _tensor_names(data: bytes) -> list[dict[str, str]]:
+    """The names of the tensor table, where it parses (nothing otherwise)."""
+    try:
+        body = layout.HeaderBody.parse(data[16 : 16 + header_length(data)])
+    except Exception:
+        return []
+    return [{"name": t.name} for t in body.tensors]

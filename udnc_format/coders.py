@@ -87,6 +87,8 @@ def _decompress(coder: Coder, data: bytes, raw_length: int) -> bytes:
         return data
     if coder is Coder.ZSTD:
         declared = zstandard.frame_content_size(data)
+        if declared == -1:  # zstandard's value for a frame without Frame_Content_Size
+            raise CorruptStreamError("zstd frame does not declare its content size (spec §7)")
         if declared != raw_length:
             raise CorruptStreamError(
                 f"zstd frame declares {declared} bytes of content, the header {raw_length}"

@@ -4,7 +4,8 @@ on the given workers (spec §8.1 allows any order; the bits do not depend on it)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -32,6 +33,16 @@ Fetch = Callable[[StreamRef, int], bytes]
 _SYMBOL_LIMIT = 2 * MAX_ABS_COORDINATE + 1
 
 
+@contextlib.contextmanager
+def naming_chunk(stream: StreamRef, index: int, kind: str) -> Iterator[None]:
+    """A CorruptStreamError raised on a chunk's content names the chunk and its offset."""
+    try:
+        yield
+    except CorruptStreamError as exc:
+        offset = stream.chunks[index].offset
+        raise CorruptStreamError(f"{kind} chunk {index} at offset {offset}: {exc}") from None
+
+
 def read_stream(stream: StreamRef, fetch: Fetch) -> bytearray:
     """A stream's chunks decoded and concatenated."""
     out = bytearray()
@@ -57,7 +68,9 @@ def decode_tensor(entry: TensorEntry, fetch: Fetch, workers: Workers = SERIAL) -
         count = min(q.chunk_vectors, vectors - first)
         start = index * width
         stop = min(start + count * q.dim, kept)
-        scaled = decode_chunk_scaled(q, fetch(q.symbols, index), first, count, codebook)
+        raw = fetch(q.symbols, index)
+        with naming_chunk(q.symbols, index, "symbols"):
+            scaled = decode_chunk_scaled(q, raw, first, count, codebook)
         _store(values[start:stop], scaled[: stop - start], entry.dtype)
 
     workers.map(decode_one, range(expected))
@@ -102,22 +115,30 @@ def _read_layout(
     mask = None
     kept = entry.elements
     if q.mask is not None:
-        mask = unpack_bits(read_stream(q.mask, fetch), 0, entry.elements).astype(bool)
+        content = read_stream(q.mask, fetch)
+        with naming_chunk(q.mask, len(q.mask.chunks) - 1, "mask"):  # the padding is in the last
+            mask = unpack_bits(content, 0, entry.elements).astype(bool)
         kept = int(np.count_nonzero(mask))
     vectors = vector_count(kept, q.dim)
     expected = chunk_count(vectors, q.chunk_vectors)
     if len(q.symbols.chunks) != expected:
         raise LayoutError(
             f"{len(q.symbols.chunks)} symbol chunks, but {kept} kept weights in vectors of "
-            f"{q.dim}, {q.chunk_vectors} per chunk, need {expected}"
+            f"{q.dim}, {q.chunk_vectors} per chunk, need {expected} (entry at offset "
+            f"{entry.header_offset})"
         )
     check_symbol_chunks(q, vectors, "tensor")
     codewords = None
     if q.codebook is not None:
         raw = read_stream(q.codebook, fetch)
         codewords = np.frombuffer(raw, dtype="<f4").reshape(q.codebook_size, q.dim)
-        if not np.isfinite(codewords).all():
-            raise CorruptStreamError("the codebook holds a non-finite codeword (spec §6.6)")
+        finite = np.isfinite(codewords).all(axis=1)
+        if not finite.all():
+            first = int(np.argmin(finite))
+            raise CorruptStreamError(
+                f"codeword {first} is not finite (spec §6.6), in the codebook stream whose first "
+                f"chunk is at offset {q.codebook.chunks[0].offset}"
+            )
     return mask, kept, vectors, expected, codewords
 
 
@@ -139,10 +160,12 @@ def decode_quantized(entry: TensorEntry, fetch: Fetch) -> QuantizedTensor:
         count = min(q.chunk_vectors, vectors - first)
         raw = fetch(q.symbols, index)
         if indices is not None:
-            indices[first : first + count] = chunk_indices(q, raw, count)
+            with naming_chunk(q.symbols, index, "symbols"):
+                indices[first : first + count] = chunk_indices(q, raw, count)
         else:
             assert symbols is not None
-            chunk_cosets, chunk_values = chunk_symbols(q, raw, count)
+            with naming_chunk(q.symbols, index, "symbols"):
+                chunk_cosets, chunk_values = chunk_symbols(q, raw, count)
             symbols[first : first + count] = chunk_values
             if cosets is not None and chunk_cosets is not None:
                 cosets[first : first + count] = chunk_cosets

@@ -3,6 +3,7 @@ that the header alone allows (spec §3, §4, §9) done before any stream is read
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import zlib
@@ -119,13 +120,20 @@ class LatticeParams:
 
 @dataclass(frozen=True)
 class TensorEntry:
-    """One row of the tensor table (spec §4.1): exactly one of ``passthrough``/``quantized``."""
+    """One row of the tensor table (spec §4.1): exactly one of ``passthrough``/``quantized``.
+    ``header_offset``: where the entry starts in the file it was read from (0 when built)."""
 
     name: str
     dtype: Dtype
     shape: tuple[int, ...]
     passthrough: StreamRef | None = None
     quantized: LatticeParams | None = None
+    header_offset: int = field(default=0, compare=False)
+
+    @property
+    def where(self) -> str:
+        """The tensor as error messages name it: its name and the offset of its entry."""
+        return f"tensor {self.name!r} (entry at offset {self.header_offset})"
 
     @property
     def elements(self) -> int:
@@ -288,12 +296,14 @@ def read_header(read: Callable[[int, int], bytes], file_size: int) -> tuple[Head
     fields = layout.Preamble.parse(preamble)
     if fields.major != VERSION_MAJOR:
         raise UnsupportedVersionError(
-            f"format version {fields.major}.{fields.minor}; this decoder reads major version "
-            f"{VERSION_MAJOR}"
+            f"format version {fields.major}.{fields.minor} (at offset 8); this decoder reads "
+            f"major version {VERSION_MAJOR}"
         )
     length = fields.header_length
     if length > MAX_HEADER_LENGTH:
-        raise LimitError(f"header length {length} exceeds the limit {MAX_HEADER_LENGTH}")
+        raise LimitError(
+            f"header length {length} (at offset 12) exceeds the limit {MAX_HEADER_LENGTH}"
+        )
     data_start = PREAMBLE_SIZE + length + HEADER_CRC_SIZE
     if data_start > file_size:
         raise TruncatedError(
@@ -304,17 +314,27 @@ def read_header(read: Callable[[int, int], bytes], file_size: int) -> tuple[Head
     body, stored_crc = rest[:length], int.from_bytes(rest[length:], "little")
     if zlib.crc32(body, zlib.crc32(preamble)) != stored_crc:
         raise ChecksumError(f"header CRC-32 mismatch (stored at offset {PREAMBLE_SIZE + length})")
+    stream = io.BytesIO(body)
     try:
-        parsed = layout.HeaderBody.parse(body)
+        parsed = layout.HeaderBody.parse_stream(stream)
     except (construct.ConstructError, UnicodeDecodeError) as exc:
-        raise LayoutError(f"header body is malformed: {_construct_message(exc)}") from None
+        raise LayoutError(
+            f"header body is malformed at offset {PREAMBLE_SIZE + stream.tell()}: "
+            f"{_construct_message(exc)}"
+        ) from None
     header = _convert(parsed, fields.major, fields.minor)
     check_layout(header, data_start, file_size)
     return header, data_start
 
 
 def _construct_message(exc: Exception) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    """construct's reason and the field it failed in, on one line."""
+    lines = str(exc).splitlines()
+    if len(lines) >= 2 and lines[0].startswith("Error in path"):
+        path = lines[0].removeprefix("Error in path (parsing)").replace(" -> items", "")
+        member = path.removeprefix(" -> ").replace(" -> ", ".")
+        return f"{lines[1]} (in {member})" if member else lines[1]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _enum(kind: type, value: int, what: str) -> Any:
@@ -353,35 +373,48 @@ def _convert(parsed: Any, major: int, minor: int) -> Header:
     """Containers to dataclasses, with the checks of spec §8.1 step 6 in its order: unique
     names, then critical sections, then enumeration values, then limits."""
     metadata: dict[str, str] = {}
+    first_key: dict[str, int] = {}
     for item in parsed.metadata:
+        offset = PREAMBLE_SIZE + item.position
         if item.key in metadata:
-            raise DuplicateNameError(f"metadata key {item.key!r} appears twice")
-        metadata[item.key] = item.value
-    names: set[str] = set()
+            raise DuplicateNameError(
+                f"metadata key {item.key!r} appears twice (entries at offsets "
+                f"{first_key[item.key]} and {offset})"
+            )
+        metadata[item.key], first_key[item.key] = item.value, offset
+    names: dict[str, int] = {}
     for raw in parsed.tensors:
+        offset = PREAMBLE_SIZE + raw.position
         if not raw.name:
-            raise LayoutError("a tensor has an empty name")
+            raise LayoutError(f"the tensor entry at offset {offset} has an empty name")
         if raw.name in names:
-            raise DuplicateNameError(f"tensor {raw.name!r} appears twice in the tensor table")
-        names.add(raw.name)
+            raise DuplicateNameError(
+                f"tensor {raw.name!r} appears twice in the tensor table (entries at offsets "
+                f"{names[raw.name]} and {offset})"
+            )
+        names[raw.name] = offset
+    for raw in parsed.sections:
+        if raw.flags & SectionFlag.CRITICAL:  # spec §3.3: v1 defines none, so none is known
+            raise UnsupportedFeatureError(
+                f"unknown critical section {raw.tag!r} at offset {PREAMBLE_SIZE + raw.position}"
+            )
     sections = tuple(
         Section(raw.tag, bool(raw.flags & SectionFlag.CRITICAL), raw.payload)
         for raw in parsed.sections
     )
-    for section in sections:
-        if section.critical:  # spec §3.3: v1 defines no section, so every critical one is unknown
-            raise UnsupportedFeatureError(f"unknown critical section {section.tag!r}")
     tensors = []
     for raw in parsed.tensors:
-        where = f"tensor {raw.name!r}"
+        offset = PREAMBLE_SIZE + raw.position
+        where = f"tensor {raw.name!r} (entry at offset {offset})"
         dtype = _enum(Dtype, raw.dtype, where)
         if _enum(Encoding, raw.encoding, where) is Encoding.PASSTHROUGH:
             passthrough, quantized = _convert_stream(raw.body, where), None
         else:
             passthrough, quantized = None, _convert_lattice(raw.body, where)
-        tensors.append(TensorEntry(raw.name, dtype, tuple(raw.shape), passthrough, quantized))
+        shape = tuple(raw.shape)
+        tensors.append(TensorEntry(raw.name, dtype, shape, passthrough, quantized, offset))
     for entry in tensors:
-        where = f"tensor {entry.name!r}"
+        where = entry.where
         if len(entry.shape) > MAX_NDIM:
             raise LimitError(f"{where}: {len(entry.shape)} dimensions exceed the limit {MAX_NDIM}")
         if max(entry.shape, default=0) > MAX_DIMENSION or entry.elements > MAX_ELEMENTS:
@@ -406,13 +439,13 @@ def check_layout(header: Header, data_start: int, file_size: int) -> None:
     region, without overlap."""
     extents: list[tuple[int, int, str]] = []
     for entry in header.tensors:
-        where = f"tensor {entry.name!r}"
+        where = entry.where
         for kind, stream in entry.named_streams():
             for index, chunk in enumerate(stream.chunks):
                 place = f"{where} {kind} chunk {index}"
                 _check_chunk(chunk, stream.coder, place, data_start, file_size)
                 if chunk.stored_length:  # an empty chunk shares no byte with any other
-                    extents.append((chunk.offset, chunk.offset + chunk.stored_length, where))
+                    extents.append((chunk.offset, chunk.offset + chunk.stored_length, place))
         if entry.passthrough is not None:
             expected = entry.source_bytes
             if entry.passthrough.raw_length != expected:

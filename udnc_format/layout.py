@@ -20,6 +20,7 @@ from construct import (
     PrefixedArray,
     Struct,
     Switch,
+    Tell,
     Terminated,
     this,
 )
@@ -68,8 +69,10 @@ LatticeDescriptor = Struct(
     "symbols" / Stream,
 )
 
-# spec §4.1
+# spec §4.1. ``position``: where the entry starts in the header body (read, never written), for
+# error messages.
 TensorEntry = Struct(
+    "position" / Tell,
     "name" / PascalString(Int16ul, "utf8"),
     "dtype" / Int8ul,
     "encoding" / Int8ul,
@@ -95,12 +98,14 @@ TensorEntry = Struct(
 
 # spec §3.1
 MetadataEntry = Struct(
+    "position" / Tell,
     "key" / PascalString(Int32ul, "utf8"),
     "value" / PascalString(Int32ul, "utf8"),
 )
 
 # spec §3.3
 Section = Struct(
+    "position" / Tell,
     "tag" / Bytes(4),
     "flags" / Int8ul,
     "payload" / Prefixed(Int32ul, GreedyBytes),

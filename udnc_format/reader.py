@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from . import coders
-from .decoder import decode_quantized, decode_tensor
+from .decoder import Fetch, decode_quantized, decode_tensor
 from .errors import ChecksumError, LimitError, TensorNotFoundError, TruncatedError, UDNCError
 from .fileio import read_at
 from .header import StreamRef, TensorEntry, read_header
@@ -125,19 +125,23 @@ class UDNCFile:
             raise UDNCError("the file is closed")
         return read_at(self._file, offset, length)
 
-    def _fetch(self, stream: StreamRef, index: int) -> bytes:
+    def _fetch(self, stream: StreamRef, index: int, kind: str = "data") -> bytes:
         chunk = stream.chunks[index]
+        place = f"{kind} chunk {index} at offset {chunk.offset}"
         stored = self._read(chunk.offset, chunk.stored_length)
         if len(stored) != chunk.stored_length:
-            raise TruncatedError(
-                f"chunk {index} at offset {chunk.offset} runs past the end of the file"
-            )
+            raise TruncatedError(f"{place} runs past the end of the file")
         if zlib.crc32(stored) != chunk.crc32:
-            raise ChecksumError(f"chunk {index} at offset {chunk.offset}: CRC-32 mismatch")
+            raise ChecksumError(f"{place}: CRC-32 mismatch")
         try:
             return coders.decompress(stream.coder, stored, chunk.raw_length)
         except UDNCError as exc:
-            raise type(exc)(f"chunk {index} at offset {chunk.offset}: {exc}") from None
+            raise type(exc)(f"{place}: {exc}") from None
+
+    def _fetcher(self, entry: TensorEntry) -> Fetch:
+        """``_fetch`` for the streams of ``entry``, naming each by its kind in errors."""
+        kinds = {id(stream): kind for kind, stream in entry.named_streams()}
+        return lambda stream, index: self._fetch(stream, index, kinds[id(stream)])
 
     def keys(self) -> list[str]:
         """Tensor names in file order."""
@@ -180,7 +184,7 @@ class UDNCFile:
         entry = self._entry(name)
         self._check_budget(entry)
         try:
-            return decode_tensor(entry, self._fetch, self._workers)
+            return decode_tensor(entry, self._fetcher(entry), self._workers)
         except UDNCError as exc:
             raise type(exc)(f"{self.source}: tensor {name!r}: {exc}") from None
         except MemoryError:
@@ -201,7 +205,7 @@ class UDNCFile:
             return None
         self._check_budget(entry)
         try:
-            return decode_quantized(entry, self._fetch)
+            return decode_quantized(entry, self._fetcher(entry))
         except UDNCError as exc:
             raise type(exc)(f"{self.source}: tensor {name!r}: {exc}") from None
         except MemoryError:
