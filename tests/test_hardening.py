@@ -161,3 +161,18 @@ def _tensor_names(data: bytes) -> list[dict[str, str]]:
     except Exception:
         return []
     return [{"name": t.name} for t in body.tensors]
+
+
+def test_header_limit_rejects_before_parsing(packed, monkeypatch):
+    length = int.from_bytes(packed[12:16], "little")
+
+    def no_parse(*args: object) -> None:
+        raise AssertionError("the header body was parsed")
+
+    with pytest.raises(
+        udnc_format.LimitError, match=f"header length {length} .* limit {length - 1}"
+    ):
+        monkeypatch.setattr(layout.HeaderBody, "parse_stream", no_parse)
+        udnc_format.load(packed, max_header_bytes=length - 1)
+    monkeypatch.undo()
+    assert set(udnc_format.load(packed, max_header_bytes=length)) == {"w", "b"}

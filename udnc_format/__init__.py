@@ -75,12 +75,17 @@ def save_file(tensors: Tensors, path: str | os.PathLike[str], **options: Any) ->
 
 
 def load(
-    data: bytes, *, max_tensor_bytes: int | None = None, threads: int | None = None
+    data: bytes,
+    *,
+    max_tensor_bytes: int | None = None,
+    max_header_bytes: int | None = None,
+    threads: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Decode every tensor of a .udnc file held in memory. ``max_tensor_bytes`` rejects, with a
-    LimitError and before decoding it, a tensor that declares more decoded bytes (SECURITY.md).
-    Each tensor's chunks decode on ``threads`` threads (None: every core); the bits are the
-    same for any number.
+    LimitError and before decoding it, a tensor that declares more decoded bytes;
+    ``max_header_bytes`` a header body longer than that, before parsing it (SECURITY.md: set
+    both for files from untrusted sources). Each tensor's chunks decode on ``threads`` threads
+    (None: every core); the bits are the same for any number.
 
     >>> load(save({"b": np.arange(3, dtype=np.int64)}))["b"].tolist()
     [0, 1, 2]
@@ -88,7 +93,8 @@ def load(
     Traceback (most recent call last):
     udnc_format.errors.LimitError: <bytes>: tensor 'b': declares 24 decoded bytes, over the ...
     """
-    with UDNCFile(data, max_tensor_bytes=max_tensor_bytes, threads=threads) as handle:
+    limits = {"max_tensor_bytes": max_tensor_bytes, "max_header_bytes": max_header_bytes}
+    with UDNCFile(data, **limits, threads=threads) as handle:
         return {name: handle.get_tensor(name) for name in handle}
 
 
@@ -96,11 +102,12 @@ def load_file(
     path: str | os.PathLike[str],
     *,
     max_tensor_bytes: int | None = None,
+    max_header_bytes: int | None = None,
     threads: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Decode every tensor of a .udnc file (``max_tensor_bytes`` and ``threads`` as for
-    :func:`load`)."""
-    with UDNCFile(path, max_tensor_bytes=max_tensor_bytes, threads=threads) as handle:
+    """Decode every tensor of a .udnc file (the limits and ``threads`` as for :func:`load`)."""
+    limits = {"max_tensor_bytes": max_tensor_bytes, "max_header_bytes": max_header_bytes}
+    with UDNCFile(path, **limits, threads=threads) as handle:
         return {name: handle.get_tensor(name) for name in handle}
 
 
@@ -108,10 +115,11 @@ def open(
     path: str | os.PathLike[str],
     *,
     max_tensor_bytes: int | None = None,
+    max_header_bytes: int | None = None,
     threads: int | None = None,
 ) -> UDNCFile:
-    """Open a file lazily: only the header is read until a tensor is asked for
-    (``max_tensor_bytes`` and ``threads`` as for :func:`load`).
+    """Open a file lazily: only the header is read until a tensor is asked for (the limits and
+    ``threads`` as for :func:`load`).
 
     >>> import tempfile, pathlib
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.udnc"
@@ -120,7 +128,8 @@ def open(
     ...     f.keys(), f.metadata(), f.info("w").lattice
     (['w'], {'k': 'v'}, 'Z1')
     """
-    return UDNCFile(path, max_tensor_bytes=max_tensor_bytes, threads=threads)
+    limits = {"max_tensor_bytes": max_tensor_bytes, "max_header_bytes": max_header_bytes}
+    return UDNCFile(path, **limits, threads=threads)
 
 
 __all__ = [

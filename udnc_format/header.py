@@ -282,10 +282,14 @@ def relocate(entry: TensorEntry, offset: int) -> tuple[TensorEntry, int]:
 # Reading
 
 
-def read_header(read: Callable[[int, int], bytes], file_size: int) -> tuple[Header, int]:
+def read_header(
+    read: Callable[[int, int], bytes], file_size: int, max_header_bytes: int | None = None
+) -> tuple[Header, int]:
     """Read and check the header; return it and the offset where the data begins.
 
     ``read(offset, length)`` returns the file's bytes there (shorter at the end of the file).
+    ``max_header_bytes``: a lower limit on the header body than spec §9's (a decoder MAY set
+    one; parsing costs time and memory in proportion to the header's size).
     """
     preamble = read(0, PREAMBLE_SIZE)
     head = preamble[: len(MAGIC)]
@@ -300,10 +304,11 @@ def read_header(read: Callable[[int, int], bytes], file_size: int) -> tuple[Head
             f"major version {VERSION_MAJOR}"
         )
     length = fields.header_length
-    if length > MAX_HEADER_LENGTH:
-        raise LimitError(
-            f"header length {length} (at offset 12) exceeds the limit {MAX_HEADER_LENGTH}"
-        )
+    limit = (
+        MAX_HEADER_LENGTH if max_header_bytes is None else min(max_header_bytes, MAX_HEADER_LENGTH)
+    )
+    if length > limit:
+        raise LimitError(f"header length {length} (at offset 12) exceeds the limit {limit}")
     data_start = PREAMBLE_SIZE + length + HEADER_CRC_SIZE
     if data_start > file_size:
         raise TruncatedError(

@@ -90,12 +90,14 @@ class UDNCFile:
         source: bytes | bytearray | memoryview | str | os.PathLike[str],
         *,
         max_tensor_bytes: int | None = None,
+        max_header_bytes: int | None = None,
         threads: int | None = None,
     ) -> None:
         # Chunks of a tensor decode in parallel on ``threads`` threads (None: every core).
         self._workers = Workers(threads)
-        # spec §9: a decoder MAY set a lower memory limit than the format's; a server opening
-        # untrusted files sets one (SECURITY.md), or a tiny file may declare gigabytes.
+        # spec §9: a decoder MAY set lower limits than the format's; a server opening untrusted
+        # files sets them (SECURITY.md), or a tiny file may declare gigabytes of tensor, and a
+        # header of 256 MiB takes minutes to parse.
         self.max_tensor_bytes = max_tensor_bytes
         self._file: BinaryIO | None = None
         self._data: memoryview | None = None
@@ -112,7 +114,7 @@ class UDNCFile:
                 self.close()
                 raise UDNCError(f"{self.source}: cannot read: {exc.strerror or exc}") from None
         try:
-            self.header, self.data_start = read_header(self._read, self.size)
+            self.header, self.data_start = read_header(self._read, self.size, max_header_bytes)
         except UDNCError as exc:
             self.close()
             raise type(exc)(f"{self.source}: {exc}") from None
