@@ -176,3 +176,16 @@ def test_header_limit_rejects_before_parsing(packed, monkeypatch):
         udnc_format.load(packed, max_header_bytes=length - 1)
     monkeypatch.undo()
     assert set(udnc_format.load(packed, max_header_bytes=length)) == {"w", "b"}
+
+
+def test_info_escapes_control_characters_from_the_file(tmp_path, capsys):
+    """Names and metadata are the file author's: shown escaped, they cannot send terminal
+    escape sequences or reverse the text around them."""
+    path = tmp_path / "m.udnc"
+    udnc_format.save_file(
+        {"w\x1b]0;owned\x07": np.zeros(3, np.float32)}, path, metadata={"note\u202e": "\x1b[2J"}
+    )
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\u202e" not in out and "\x07" not in out
+    assert "w\\x1b]0;owned\\x07" in out and "metadata note\\u202e = \\x1b[2J" in out

@@ -214,6 +214,16 @@ def _info_dict(info: TensorInfo) -> dict[str, Any]:
     }
 
 
+def shown(text: str) -> str:
+    r"""Text read from a file, its unprintable characters escaped (``\x1b``, ``\u202e``): a
+    tensor name or metadata value cannot drive the terminal or reorder what is shown.
+
+    >>> print(shown("w\x1b[2Jeight\u202e"))
+    w\x1b[2Jeight\u202e
+    """
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     path = Path(args.input)
     with _open(path) as handle:
@@ -250,7 +260,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         return EXIT_OK
     in_shards = f" in {shards} shards" if shards > 1 else ""
     print(f"{path}: .udnc {', '.join(versions)}, {len(infos)} tensors{in_shards}")
-    width = max([len("name"), *(len(i.name) for i in infos)])
+    width = max([len("name"), *(len(shown(i.name)) for i in infos)])
     header = f"{'name':{width}} {'dtype':6} {'shape':18} {'lattice':7} {'step':>10} {'dither':6} "
     print(header + f"{'bits/w':>7} {'bytes':>10} coder")
     for i in infos:
@@ -259,7 +269,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         step = f"{i.step:.4g}" if i.step is not None else "-"
         dither = ("yes" if i.dither else "no") if i.encoding == "lattice" else "-"
         print(
-            f"{i.name:{width}} {i.dtype:6} {shape:18} {lattice:7} {step:>10} {dither:6} "
+            f"{shown(i.name):{width}} {i.dtype:6} {shape:18} {lattice:7} {step:>10} {dither:6} "
             f"{i.bits_per_weight:7.3f} {i.stored_bytes:>10,} {i.coder}"
         )
     print(
@@ -268,7 +278,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"compression ratio {totals['ratio']:.2f}"
     )
     for key, value in metadata.items():
-        print(f"metadata {key} = {value}")
+        print(f"metadata {shown(key)} = {shown(value)}")
     return EXIT_OK
 
 
