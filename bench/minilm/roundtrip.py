@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from udnc_format.constants import DEFAULT_SQNR_DB
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
@@ -188,6 +190,7 @@ class Config:
     label: str
     lattice: str | None = None
     sqnr: float | None = None
+    uniform: bool = False
 
     def options(self) -> list[str]:
         options = []
@@ -195,6 +198,8 @@ class Config:
             options += ["--lattice", self.lattice]
         if self.sqnr is not None:
             options += ["--sqnr", f"{self.sqnr:g}"]
+        if self.uniform:
+            options += ["--uniform"]
         return options
 
 
@@ -324,8 +329,9 @@ def roundtrip(
 
 
 def configs(sweep: bool) -> list[Config]:
-    """The CLI's defaults, then (with ``sweep``) every lattice x SQNR of the sweep."""
-    runs = [Config("default")]
+    """The CLI's defaults and, for comparison, the default SQNR without the role offsets; then
+    (with ``sweep``) every lattice x SQNR of the sweep."""
+    runs = [Config("default"), Config("uniform", sqnr=DEFAULT_SQNR_DB, uniform=True)]
     if sweep:
         runs += [
             Config(f"{lattice}-{sqnr}dB", lattice=lattice, sqnr=sqnr)
