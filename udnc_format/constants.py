@@ -30,6 +30,9 @@ MAX_ABS_COORDINATE = 1 << 24  # |lattice symbol|: keeps p - u exact in binary64 
 DEFAULT_CHUNK_WEIGHTS = 1 << 20
 MAX_CHUNK_WEIGHTS = 1 << 26  # keeps a chunk's decoded bytes below MAX_CHUNK_RAW at any width
 DEFAULT_PASSTHROUGH_CHUNK_BYTES = 1 << 22
+# The field width (spec §6.2) is chosen on the first chunk's first weights, up to this many:
+# enough for the choice (bench/entropy) at a quarter of a default chunk's four trial codings.
+FIELD_WIDTH_SAMPLE_WEIGHTS = 1 << 18
 DEFAULT_MIN_QUANTIZED_ELEMENTS = 1024
 # The default rate: an SQNR per tensor, by role. Measured on all-MiniLM-L6-v2 (bench/minilm):
 # one kind of tensor alone quantized at 24 dB costs the sentence embeddings 10 to 30 times more

@@ -26,6 +26,7 @@ from .constants import (
     DEFAULT_PRNG,
     DEFAULT_SQNR_DB,
     DEFAULT_SQNR_OFFSETS,
+    FIELD_WIDTH_SAMPLE_WEIGHTS,
     MAX_CHUNK_WEIGHTS,
     MAX_NAME_BYTES,
     MAX_NDIM,
@@ -498,14 +499,16 @@ def _lattice_entry(
     codebook = (
         builder.byte_stream(q.codebook.astype("<f4").tobytes()) if q.codebook is not None else None
     )
-    # The field width that codes the first chunk smallest serves the whole tensor; the
-    # winner's compressed chunk is kept.
+    # The field width that codes the start of the first chunk smallest serves the whole
+    # tensor; when that start is the whole chunk, the winner's compressed chunk is kept.
     head = min(chunk_vectors, q.vectors)
-    sample = _symbol_values(q, 0, head)
-    bitmap = pack_bits(q.cosets[:head]) if q.cosets is not None else b""
+    sampled = min(head, max(1, FIELD_WIDTH_SAMPLE_WEIGHTS // q.codec.dim))
+    sample = _symbol_values(q, 0, sampled)
+    bitmap = pack_bits(q.cosets[:sampled]) if q.cosets is not None else b""
     bits, first = best_field_width_payload(sample, builder.compress, bitmap, builder.workers.map)
     starts = range(0, q.vectors, chunk_vectors)
     chunks = [partial(_symbol_chunk, q, s, min(s + chunk_vectors, q.vectors), bits) for s in starts]
+    kept = first if sampled == head and chunks else None
     params = LatticeParams(
         lattice=q.lattice,
         prng=q.prng,
@@ -517,6 +520,6 @@ def _lattice_entry(
         codebook_size=0 if q.codebook is None else len(q.codebook),
         mask=mask,
         codebook=codebook,
-        symbols=builder.stream(chunks, first=first if chunks else None),
+        symbols=builder.stream(chunks, first=kept),
     )
     return TensorEntry(name, q.dtype, q.shape, quantized=params)
