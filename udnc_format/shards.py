@@ -16,6 +16,7 @@ checkpoint), so the decoded bits do not depend on how the work was split.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -107,7 +108,9 @@ def compress_sharded(
         options["threads"] = max(1, available_cores() // workers)
     jobs = plan_shards(source, target, **options)
     try:
-        with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
+        # spawn, not fork: a forked child would inherit the locks of the caller's threads.
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=spawn) as pool:
             results = list(pool.map(compress_shard, jobs))
         index = write_sharded_index(results, target)
     except BaseException:
