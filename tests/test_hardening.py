@@ -189,3 +189,13 @@ def test_info_escapes_control_characters_from_the_file(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\u202e" not in out and "\x07" not in out
     assert "w\\x1b]0;owned\\x07" in out and "metadata note\\u202e = \\x1b[2J" in out
+
+
+def test_cli_header_limit(packed, tmp_path, capsys):
+    path = tmp_path / "m.udnc"
+    path.write_bytes(packed)
+    length = int.from_bytes(packed[12:16], "little")
+    for command in ("info", "verify"):
+        assert main([command, str(path), "--max-header-bytes", str(length - 1), "-q"]) == 1
+        assert f"header length {length} (at offset 12) exceeds" in capsys.readouterr().err
+        assert main([command, str(path), "--max-header-bytes", str(length), "-q"]) == 0

@@ -116,6 +116,7 @@ class Checkpoint:
         path: str | os.PathLike[str],
         *,
         max_tensor_bytes: int | None = None,
+        max_header_bytes: int | None = None,
         threads: int | None = None,
     ) -> None:
         self.path = Path(path)
@@ -125,7 +126,12 @@ class Checkpoint:
         self._owner: dict[str, UDNCFile] = {}
         try:
             for shard in self._shards():
-                handle = UDNCFile(shard, max_tensor_bytes=max_tensor_bytes, threads=threads)
+                handle = UDNCFile(
+                    shard,
+                    max_tensor_bytes=max_tensor_bytes,
+                    max_header_bytes=max_header_bytes,
+                    threads=threads,
+                )
                 self._files.append(handle)
                 for name in handle:
                     if name in self._owner:

@@ -177,7 +177,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 def cmd_decompress(args: argparse.Namespace) -> int:
     source, target = Path(args.input), Path(args.output)
     _check_output(target, args.force)
-    with _open(source, args.max_tensor_bytes, args.threads) as handle:
+    with _open(source, args) as handle:
         specs = [TensorSpec(e.name, e.dtype, e.shape) for e in handle.entries()]
         names = _progress(
             [s.name for s in specs], [s.nbytes for s in specs], "decompress", args.quiet
@@ -189,10 +189,14 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _open(
-    path: Path, max_tensor_bytes: int | None = None, threads: int | None = None
-) -> Checkpoint:
-    return Checkpoint(path, max_tensor_bytes=max_tensor_bytes, threads=threads)
+def _open(path: Path, args: argparse.Namespace) -> Checkpoint:
+    """The checkpoint at ``path``, read with the command's limits and threads."""
+    return Checkpoint(
+        path,
+        max_tensor_bytes=getattr(args, "max_tensor_bytes", None),
+        max_header_bytes=getattr(args, "max_header_bytes", None),
+        threads=getattr(args, "threads", None),
+    )
 
 
 def _info_dict(info: TensorInfo) -> dict[str, Any]:
@@ -226,7 +230,7 @@ def shown(text: str) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     path = Path(args.input)
-    with _open(path) as handle:
+    with _open(path, args) as handle:
         infos = [handle.info(name) for name in handle]
         metadata = handle.metadata()
         versions = sorted({f"{f.header.major}.{f.header.minor}" for f in handle.files})
@@ -284,7 +288,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     path = Path(args.input)
-    with _open(path, args.max_tensor_bytes, args.threads) as handle:
+    with _open(path, args) as handle:
         sizes = [entry.source_bytes for entry in handle.entries()]
         for name in _progress(handle.keys(), sizes, "verify", args.quiet):
             handle.get_tensor(name)
@@ -484,6 +488,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="reject (exit 1) a tensor that declares more decoded bytes, e.g. 1G: for files "
         "from untrusted sources (SECURITY.md)",
     )
+    header_limit = argparse.ArgumentParser(add_help=False)
+    header_limit.add_argument(
+        "--max-header-bytes",
+        type=parse_size,
+        metavar="SIZE",
+        help="reject (exit 1) a file whose header is longer, e.g. 16M: for files from untrusted "
+        "sources (SECURITY.md)",
+    )
     threads = argparse.ArgumentParser(add_help=False)
     threads.add_argument(
         "-j",
@@ -564,21 +576,23 @@ def build_parser() -> argparse.ArgumentParser:
     compress.set_defaults(run=cmd_compress)
 
     decompress = commands.add_parser(
-        "decompress", parents=[common, limits, threads], help=".udnc -> safetensors"
+        "decompress", parents=[common, limits, header_limit, threads], help=".udnc -> safetensors"
     )
     decompress.add_argument("input", help="a .udnc file or a sharded *.udnc.index.json")
     decompress.add_argument("-o", "--output", required=True)
     decompress.add_argument("-f", "--force", action="store_true", help="overwrite the output")
     decompress.set_defaults(run=cmd_decompress)
 
-    info = commands.add_parser("info", parents=[common], help="how each tensor is stored")
+    info = commands.add_parser(
+        "info", parents=[common, header_limit], help="how each tensor is stored"
+    )
     info.add_argument("input")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(run=cmd_info)
 
     verify = commands.add_parser(
         "verify",
-        parents=[common, limits, threads],
+        parents=[common, limits, header_limit, threads],
         help="check every checksum and decode everything",
     )
     verify.add_argument("input")
