@@ -172,7 +172,8 @@ Decoded = tuple[list[str], dict[str, str], list[tuple[str, tuple[int, ...], byte
 
 def decode(data: bytes) -> Decoded:
     """Names in order, metadata and every tensor (dtype, shape, bytes) of a file."""
-    with udnc_format.UDNCFile(data) as handle, np.errstate(all="ignore"):
+    # One thread: np.errstate (binary16 overflow is valid, spec §11) holds in this thread only.
+    with udnc_format.UDNCFile(data, threads=1) as handle, np.errstate(all="ignore"):
         tensors = []
         for name in handle:
             array = handle.get_tensor(name)
