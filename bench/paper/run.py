@@ -377,9 +377,9 @@ def run(validation: bool) -> dict[str, Any]:
             r.quantized("dither off", f"{lattice} without dither, no fine-tuning", pruned, s)
             r.finetuned("dither off", f"{lattice} without dither + fine-tuned", pruned, s)
         for sqnr in SWEEP_DB:
-            r.finetuned(
-                "SQNR sweep", f"{LATTICE} + fine-tuned, {sqnr:g} dB", pruned, Setting(sqnr=sqnr)
-            )
+            s = Setting(sqnr=sqnr)
+            r.quantized("SQNR sweep", f"{LATTICE}, {sqnr:g} dB, no fine-tuning", pruned, s)
+            r.finetuned("SQNR sweep", f"{LATTICE} + fine-tuned, {sqnr:g} dB", pruned, s)
         r.finetuned("no pruning", f"{LATTICE} + fine-tuned, {SQNR_DB:g} dB", dense, Setting())
         headline_bytes = next(
             x["bytes"] for x in r.rows if x["group"] == "pipeline" and x["finetuned"]
