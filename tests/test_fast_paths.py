@@ -52,14 +52,18 @@ def test_cubic_fixed_point_matches_spec_arithmetic(codec, seed: int, scale: floa
     values=st.lists(st.integers(0, 2 * MAX_ABS_COORDINATE), max_size=60),
     bits=st.sampled_from([1, 2, 4, 8]),
 )
-def test_symbols_by_table_lookup(values: list[int], bits: int) -> None:
-    """deserialize_symbols is unzigzag(deserialize(...)), escapes included."""
+def test_symbols_in_16_bits(values: list[int], bits: int) -> None:
+    """deserialize_symbols is unzigzag(deserialize(...)), escapes included, also as
+    binary64."""
     data = serialize(np.array(values, dtype=np.uint64), bits)
     limit = 2 * MAX_ABS_COORDINATE + 1
     expected = unzigzag(deserialize(data, 0, len(values), bits, limit))
     got = deserialize_symbols(data, 0, len(values), bits, limit)
     assert got.dtype == np.int64
     assert got.tolist() == expected.tolist()
+    floats = deserialize_symbols(data, 0, len(values), bits, limit, np.empty(len(values)))
+    assert floats.dtype == np.float64
+    assert floats.tolist() == expected.astype(np.float64).tolist()
 
 
 def test_narrow_zigzag() -> None:

@@ -5,6 +5,7 @@ on the given workers (spec §8.1 allows any order; the bits do not depend on it)
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -20,7 +21,7 @@ from .header import (
     chunk_count,
     vector_count,
 )
-from .lattices import CubicLattice, fixed_point_scale, fixed_point_symbols, get_lattice
+from .lattices import CubicLattice, fixed_point_scale, fixed_point_values, get_lattice
 from .parallel import SERIAL, Workers
 from .philox import centred_from_levels, dither_levels
 from .quantizer import QuantizedTensor
@@ -195,6 +196,22 @@ def _allocate(count: int, dtype: np.dtype, zero: bool = False) -> np.ndarray:
         ) from None
 
 
+# Each worker thread reuses one binary64 buffer for its chunks: fresh pages for every chunk
+# cost more than the arithmetic on them (bench/speed). Default chunks (2^20 weights) qualify.
+_SCRATCH = threading.local()
+_SCRATCH_LIMIT = 1 << 21
+
+
+def _scratch(size: int) -> np.ndarray:
+    """``size`` binary64 of this thread's scratch buffer (a new array above the limit)."""
+    if size > _SCRATCH_LIMIT:
+        return np.empty(size)
+    buffer = getattr(_SCRATCH, "values", None)
+    if buffer is None or buffer.size < size:
+        buffer = _SCRATCH.values = np.empty(size)
+    return buffer[:size]
+
+
 def _levels(q: LatticeParams, first: int, count: int) -> np.ndarray | None:
     """The 24-bit dither levels of vectors ``first .. first+count-1`` (None without dither)."""
     if q.prng is Prng.NONE:
@@ -221,7 +238,8 @@ def decode_chunk_scaled(
     q: LatticeParams, raw: bytes, first: int, count: int, codebook: np.ndarray | None
 ) -> np.ndarray:
     """spec §6.4, §6.5: the flat binary64 values x ⊗ s of vectors ``first .. first+count-1``,
-    before the rounding to the output dtype."""
+    before the rounding to the output dtype: possibly this thread's scratch buffer, valid until
+    its next call."""
     if codebook is not None:
         scaled = decode_chunk(q, raw, first, count, codebook).reshape(-1)
         scaled *= q.scale
@@ -232,14 +250,10 @@ def decode_chunk_scaled(
         fixed_point_scale(q.scale),
     )
     if isinstance(codec, CubicLattice) and levels is not None and fine is not None:
-        # The default path, Z^n with dither, in as few passes as possible: the table lookup
-        # of the fields gives σ·2^24 + 2^23 directly (lattices.fixed_point_symbols).
-        values = deserialize_symbols(
-            raw, 0, count * q.dim, q.serialization, _SYMBOL_LIMIT, fixed_point_symbols
-        )
-        values -= levels
-        values *= fine
-        return values
+        # The default path, Z^n with dither, in integers held exactly in binary64.
+        size = count * q.dim
+        symbols = deserialize_symbols(raw, 0, size, q.serialization, _SYMBOL_LIMIT, _scratch(size))
+        return fixed_point_values(symbols, levels, fine)
     cosets, symbols = chunk_symbols(q, raw, count)
     return codec.reconstruct_scaled(cosets, symbols, levels, q.scale)
 

@@ -158,10 +158,7 @@ class CubicLattice(LatticeCodec):
         fine = fixed_point_scale(scale)
         if levels is None or fine is None:
             return super().reconstruct_scaled(cosets, symbols, levels, scale)
-        values = fixed_point_symbols(symbols.reshape(-1))
-        values -= levels
-        values *= fine
-        return values
+        return fixed_point_values(symbols.reshape(-1).astype(np.float64), levels, fine)
 
 
 # Z^n with dither in integers (spec §5.3, §6.4): x = σ − c = (σ·2^24 + 2^23 − k)·2^-24 with k
@@ -177,11 +174,14 @@ def fixed_point_scale(scale: float) -> float | None:
     return fine if fine >= sys.float_info.min and fine / _FIXED_POINT_SCALE == scale else None
 
 
-def fixed_point_symbols(symbols: np.ndarray) -> np.ndarray:
-    """σ·2^24 + 2^23 as exact binary64, from which subtracting k gives x·2^24."""
-    fixed = symbols.astype(np.int64) << UNIFORM_BITS
-    fixed += 1 << (UNIFORM_BITS - 1)
-    return fixed.astype(np.float64)
+def fixed_point_values(symbols: np.ndarray, levels: np.ndarray, fine: float) -> np.ndarray:
+    """(σ·2^24 + 2^23 − k) ⊗ fine, computed in place on the binary64 symbols σ: every step
+    but the last is exact (integers below 2^53)."""
+    symbols *= 1 << UNIFORM_BITS
+    symbols += 1 << (UNIFORM_BITS - 1)
+    symbols -= levels
+    symbols *= fine
+    return symbols
 
 
 def _cubic(n: int) -> type[CubicLattice]:

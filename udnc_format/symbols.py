@@ -45,10 +45,6 @@ def unzigzag(values: np.ndarray) -> np.ndarray:
     return half ^ -((unsigned & np.uint64(1)).astype(np.int64))
 
 
-# The symbols of field values 0..255: one table lookup decodes a whole chunk's fields.
-_UNZIGZAG_BYTES = unzigzag(np.arange(256, dtype=np.uint64))
-
-
 def _pack_fields(fields: np.ndarray, bits: int) -> bytes:
     """uint8 fields of ``bits`` bits, the first in the least significant bits of the first
     byte."""
@@ -158,27 +154,25 @@ def deserialize(data: Buffer, start: int, count: int, bits: int, limit: int) -> 
 
 
 def deserialize_symbols(
-    data: Buffer,
-    start: int,
-    count: int,
-    bits: int,
-    limit: int,
-    symbol_map: Callable[[np.ndarray], np.ndarray] | None = None,
+    data: Buffer, start: int, count: int, bits: int, limit: int, out: np.ndarray | None = None
 ) -> np.ndarray:
     """:func:`deserialize` followed by :func:`unzigzag`: the int64 lattice symbols, with every
-    value below ``limit`` (which must exceed 255), decoded by table lookup; with
-    ``symbol_map``, that elementwise function of the symbols instead (one lookup in a table
-    of its values)."""
+    value below ``limit`` (which must exceed 255), or written into ``out`` (``count``
+    binary64, exact) and returned. The fields (at most 8 bits) are unzigzagged in 16 bits."""
     fields, escaped, escaped_values = _read_fields(data, start, count, bits)
-    table = _UNZIGZAG_BYTES if symbol_map is None else symbol_map(_UNZIGZAG_BYTES)
-    symbols = table[fields]
+    small = fields.astype(np.int16)
+    small = (small >> 1) ^ -(small & 1)
+    if out is None:
+        symbols = small.astype(np.int64)
+    else:
+        symbols = out
+        np.copyto(symbols, small)
     if escaped.size:
         if escaped_values.max() >= limit:
             raise CorruptStreamError(
                 f"a symbol value {int(escaped_values.max())} is out of range (< {limit})"
             )
-        escaped_symbols = unzigzag(escaped_values)
-        symbols[escaped] = escaped_symbols if symbol_map is None else symbol_map(escaped_symbols)
+        symbols[escaped] = unzigzag(escaped_values)
     return symbols
 
 
