@@ -45,7 +45,8 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from udnc_format.constants import Lattice
+from udnc_format.coders import DEFAULT_LEVELS
+from udnc_format.constants import Coder, Lattice
 from udnc_format.rd import (
     RDPoint,
     RDSetting,
@@ -76,6 +77,8 @@ GGUF_DEQUANTIZE_ONLY = ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_X
 LOSSLESS = (("zipnn", "0"), ("zstd", "3"), ("zstd", "19"))
 TARGET_RANGE = (20.0, 40.0)
 MATCH_DB = 0.5
+DEFAULT_LEVEL = DEFAULT_LEVELS[Coder.ZSTD]
+MATCH_LEVELS = (DEFAULT_LEVEL, 19)
 GGUF_FACTOR = 0.85
 LAPLACE_SHAPE = (2048, 1024)
 
@@ -196,13 +199,16 @@ def laplace_checkpoint(directory: Path) -> Path:
     return path
 
 
-def udnc_row(source: Source, setting: RDSetting, scratch: Path, label: str = "") -> Row:
+def udnc_row(
+    source: Source, setting: RDSetting, scratch: Path, label: str = "", level: int | None = None
+) -> Row:
     decoded: dict[str, np.ndarray] = {}
     point: RDPoint = measure_point(
         source.path,
         source.compared,
         setting,
         scratch,
+        level=level,
         on_decoded=decoded.__setitem__ if source.embedder else None,
     )
     row = Row(
@@ -220,6 +226,11 @@ def udnc_row(source: Source, setting: RDSetting, scratch: Path, label: str = "")
     return row
 
 
+def peer_label(tool: str, setting: str) -> str:
+    labels = {"nncodec": f"qp {setting}", "gguf": setting, "zstd": f"level {setting}"}
+    return labels.get(tool, "lossless")
+
+
 def peer_row(source: Source, tool: str, setting: str, scratch: Path) -> Row:
     compared_path, decoded_path = scratch / "compared.safetensors", scratch / "decoded.safetensors"
     if not compared_path.exists():
@@ -229,7 +240,8 @@ def peer_row(source: Source, tool: str, setting: str, scratch: Path) -> Row:
         [*command, str(decoded_path)], capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
-        raise RuntimeError(f"{tool} {setting}: exit {done.returncode}\n{done.stderr[-3000:]}")
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise RuntimeError(f"exit {done.returncode}: {lines[-1] if lines else 'no message'}")
     report = json.loads(done.stdout.strip().splitlines()[-1])
     decoded = load_file(str(decoded_path))
     decoded_path.unlink()
@@ -237,13 +249,7 @@ def peer_row(source: Source, tool: str, setting: str, scratch: Path) -> Row:
     sqnr = 10 * math.log10(source.compared.energy / noise) if noise else math.inf
     row = Row(
         tool=tool,
-        setting=f"qp {setting}"
-        if tool == "nncodec"
-        else setting
-        if tool == "gguf"
-        else f"level {setting}"
-        if tool == "zstd"
-        else "lossless",
+        setting=peer_label(tool, setting),
         bits_per_weight=8 * report["coded_bytes"] / source.compared.weights,
         sqnr=sqnr,
         encode_seconds=report["encode_seconds"],
@@ -278,9 +284,23 @@ def setting_of(curve: str, sqnr: float) -> RDSetting:
     return RDSetting(Lattice[lattice.strip()], "no dither" not in rest, sqnr)
 
 
-def measure_source(source: Source, args: argparse.Namespace, log: Callable[[str], None]) -> dict:
-    rows: list[Row] = []
+def measure_source(
+    source: Source, args: argparse.Namespace, log: Callable[[str], None], reused: list[Row]
+) -> dict:
+    """Every point of one source; rows in ``reused`` (from --reuse) are not measured again."""
+    rows: list[Row] = list(reused)
     notes: list[str] = []
+
+    def have(tool: str, setting: str) -> bool:
+        return any(r.tool == tool and r.setting == setting for r in rows)
+
+    def add(row: Row) -> None:
+        rows.append(row)
+        log(
+            f"{source.key}: {row.tool} {row.setting}: {row.bits_per_weight:.3f} b/w, "
+            f"{row.sqnr:.2f} dB"
+        )
+
     with tempfile.TemporaryDirectory(prefix="udnc-bench-rd-") as tmp:
         scratch = Path(tmp)
         peers = not args.no_peers and PEERS_PYTHON.exists()
@@ -293,15 +313,12 @@ def measure_source(source: Source, args: argparse.Namespace, log: Callable[[str]
             qps = NNCODEC_QPS[source.key][1::3] if args.quick else NNCODEC_QPS[source.key]
             runs = [("nncodec", str(qp)) for qp in qps] + [("gguf", t) for t in GGUF_TYPES]
             for tool, setting in [*runs, *LOSSLESS]:
-                try:
-                    rows.append(peer_row(source, tool, setting, scratch))
-                except RuntimeError as exc:
-                    notes.append(f"{tool} {setting} failed: {str(exc).splitlines()[0]}")
+                if have(tool, peer_label(tool, setting)):
                     continue
-                log(
-                    f"{source.key}: {rows[-1].tool} {rows[-1].setting}: "
-                    f"{rows[-1].bits_per_weight:.3f} b/w, {rows[-1].sqnr:.2f} dB"
-                )
+                try:
+                    add(peer_row(source, tool, setting, scratch))
+                except RuntimeError as exc:
+                    notes.append(f"{tool} {setting} not measured: {exc}")
         notes.append(
             "GGUF k-quants and i-quants (" + ", ".join(GGUF_DEQUANTIZE_ONLY) + ") only dequantize "
             "in gguf-py (its quantize raises NotImplementedError): they need llama.cpp's C "
@@ -312,30 +329,29 @@ def measure_source(source: Source, args: argparse.Namespace, log: Callable[[str]
         for lattice in lattices:
             for dither in (True, False):
                 for sqnr in sqnrs:
-                    rows.append(udnc_row(source, RDSetting(lattice, dither, sqnr), scratch))
-                    log(
-                        f"{source.key}: udnc {rows[-1].setting}: {rows[-1].bits_per_weight:.3f} "
-                        f"b/w, {rows[-1].sqnr:.2f} dB"
-                    )
-        # udnc at the SQNR of each peer point in the target range, with its best curve there.
+                    setting = RDSetting(lattice, dither, sqnr)
+                    if not have("udnc", f"{setting.curve}, {sqnr:g} dB"):
+                        add(udnc_row(source, setting, scratch))
+        # udnc at the SQNR of each peer point in the target range, with its best curve there,
+        # at the default zstd level and at level 19 (slower encoding, same decoder).
         low, high = TARGET_RANGE
         for peer in [r for r in rows if r.tool in ("nncodec", "gguf")]:
             if not low <= peer.sqnr <= high:
                 continue
             curve = best_curve(rows, peer.sqnr)
-            row = udnc_row(
-                source,
-                setting_of(curve, round(peer.sqnr, 3)),
-                scratch,
-                label=f"{curve}, at {peer.tool} {peer.setting}",
-            )
-            row.extra["match"] = f"{peer.tool} {peer.setting}"
-            rows.append(row)
-            log(
-                f"{source.key}: udnc {row.setting}: {row.bits_per_weight:.3f} b/w, "
-                f"{row.sqnr:.2f} dB"
-            )
-        if source.key == "minilm":
+            for level in MATCH_LEVELS:
+                label = f"{curve}, at {peer.tool} {peer.setting}" + (
+                    f" (zstd {level})" if level != DEFAULT_LEVEL else ""
+                )
+                if have("udnc", label):
+                    continue
+                row = udnc_row(
+                    source, setting_of(curve, round(peer.sqnr, 3)), scratch, label, level
+                )
+                row.extra["match"] = f"{peer.tool} {peer.setting}"
+                row.extra["level"] = level
+                add(row)
+        if source.key == "minilm" and not any("allocation" in r.extra for r in rows):
             rows += allocation_rows(source, scratch, log)
     return {"rows": rows, "notes": notes}
 
@@ -367,16 +383,26 @@ def allocation_rows(source: Source, scratch: Path, log: Callable[[str], None]) -
 
 
 def targets(rows: list[Row]) -> list[dict[str, Any]]:
-    """Per peer point in 20..40 dB: udnc at that SQNR and the verdict."""
+    """Per peer point in 20..40 dB: udnc at that SQNR (default zstd level, and level 19) and the
+    verdict (the SQNRs within 0.5 dB and udnc's bits within the target)."""
     results = []
-    for match in [r for r in rows if "match" in r.extra]:
-        peer = next(r for r in rows if f"{r.tool} {r.setting}" == match.extra["match"])
+    peers = {f"{r.tool} {r.setting}": r for r in rows if r.tool in ("nncodec", "gguf")}
+    for key, peer in peers.items():
+        matches = {
+            r.extra.get("level", DEFAULT_LEVEL): r for r in rows if r.extra.get("match") == key
+        }
+        if DEFAULT_LEVEL not in matches:
+            continue
         factor = 1.0 if peer.tool == "nncodec" else GGUF_FACTOR
         limit = factor * peer.bits_per_weight
-        equal = abs(match.sqnr - peer.sqnr) <= MATCH_DB
+
+        def met(row: Row, peer: Row = peer, limit: float = limit) -> bool:
+            return abs(row.sqnr - peer.sqnr) <= MATCH_DB and row.bits_per_weight <= limit
+
+        match, slow = matches[DEFAULT_LEVEL], matches.get(19)
         results.append(
             {
-                "peer": match.extra["match"],
+                "peer": key,
                 "peer_bits": peer.bits_per_weight,
                 "peer_sqnr": peer.sqnr,
                 "udnc": match.setting.split(", at ")[0],
@@ -385,7 +411,10 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
                 "ratio": match.bits_per_weight / peer.bits_per_weight,
                 "limit_bits": limit,
                 "target": f"<= {factor:g} x",
-                "met": bool(equal and match.bits_per_weight <= limit),
+                "met": met(match),
+                "udnc_bits_zstd19": slow.bits_per_weight if slow else None,
+                "udnc_sqnr_zstd19": slow.sqnr if slow else None,
+                "met_zstd19": met(slow) if slow else None,
             }
         )
     return results
@@ -440,14 +469,23 @@ def verdict_lines(checks: list[dict[str, Any]]) -> list[str]:
         if not mine:
             lines.append(f"{name}: no point of this peer in 20 to 40 dB was measured.")
             continue
-        met = [c for c in mine if c["met"]]
+        met = sum(c["met"] for c in mine)
+        slow = [c for c in mine if c.get("met_zstd19") is not None]
+        with_slow = (
+            f"; with zstd level 19 at {sum(c['met_zstd19'] for c in slow)} of {len(slow)}"
+            if slow
+            else ""
+        )
         detail = "; ".join(
-            f"{c['peer']} {c['peer_bits']:.3f} b/w at {c['peer_sqnr']:.2f} dB vs udnc "
-            f"{c['udnc_bits']:.3f} at {c['udnc_sqnr']:.2f} dB (x{c['ratio']:.3f}, "
-            f"{'met' if c['met'] else 'not met'})"
+            f"{c['peer']} {c['peer_bits']:.3f} vs udnc {c['udnc_bits']:.3f}"
+            + (f" / {c['udnc_bits_zstd19']:.3f}" if c.get("udnc_bits_zstd19") else "")
+            + f" at {c['peer_sqnr']:.2f} dB"
             for c in mine
         )
-        lines.append(f"{name}: met at {len(met)} of {len(mine)} points. {detail}.")
+        lines.append(
+            f"{name}: target met at {met} of {len(mine)} points with the default coder level"
+            f"{with_slow} (bits/weight, peer vs udnc default / zstd 19: {detail})."
+        )
     return lines
 
 
@@ -462,6 +500,14 @@ def render(document: dict[str, Any], rows_by_source: dict[str, list[Row]]) -> st
         f"- versions: {versions}; peers: {document['peer_versions']}",
         f"- udnc commit: {env['udnc_commit']}; load average at start: "
         f"{env['load_average_at_start']} (times are wall clock on a shared machine, single runs)",
+        *(
+            [
+                f"- completed by a second run (`--reuse`: only the missing points) on "
+                f"{env['reused_by']['date']}, udnc commit {env['reused_by']['udnc_commit']}"
+            ]
+            if "reused_by" in env
+            else []
+        ),
         "",
         "## Definitions",
         "",
@@ -500,14 +546,16 @@ def render(document: dict[str, Any], rows_by_source: dict[str, list[Row]]) -> st
                 "### Targets (udnc at each peer point's SQNR, 20 to 40 dB)",
                 "",
                 "| peer point | peer bits/w | peer SQNR | udnc setting | udnc bits/w | udnc SQNR "
-                "| udnc / peer | target | met |",
-                "|---|--:|--:|---|--:|--:|--:|---|---|",
+                "| udnc / peer | target | met | udnc bits/w, zstd 19 | met, zstd 19 |",
+                "|---|--:|--:|---|--:|--:|--:|---|---|--:|---|",
             ]
             for c in checks:
+                slow = c.get("udnc_bits_zstd19")
+                slow_met = {True: "yes", False: "no", None: "–"}[c.get("met_zstd19")]
                 out.append(
                     f"| {c['peer']} | {c['peer_bits']:.3f} | {c['peer_sqnr']:.2f} | {c['udnc']} | "
                     f"{c['udnc_bits']:.3f} | {c['udnc_sqnr']:.2f} | {c['ratio']:.3f} | "
-                    f"{c['target']} | {'yes' if c['met'] else 'no'} |"
+                    f"{c['target']} | {'yes' if c['met'] else 'no'} | {fmt(slow)} | {slow_met} |"
                 )
             out += ["", *(f"- {line}" for line in verdict_lines(checks)), ""]
         out += [*(f"- {note}" for note in info["notes"]), ""]
@@ -534,6 +582,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-peers", action="store_true", help="udnc only")
     parser.add_argument("--source", choices=["minilm", "laplace"], action="append")
     parser.add_argument(
+        "--reuse",
+        type=Path,
+        metavar="JSON",
+        help="take the points of this results.json and measure only the missing ones",
+    )
+    parser.add_argument(
         "--render",
         type=Path,
         metavar="JSON",
@@ -551,6 +605,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows_by_source: dict[str, list[Row]] = {}
     out = args.out or Path(tempfile.mkdtemp(prefix="udnc-bench-rd-out-"))
     out.mkdir(parents=True, exist_ok=True)
+    reused: dict[str, list[Row]] = {}
+    if args.reuse is not None:
+        previous = json.loads(args.reuse.read_text())
+        reused = {
+            key: [row_from_dict(item) for item in info["rows"]]
+            for key, info in previous["sources"].items()
+        }
+        env = previous["environment"]
+        env["reused_by"] = roundtrip.environment()
+        document["environment"] = env
     with tempfile.TemporaryDirectory(prefix="udnc-bench-rd-src-") as tmp:
         sources = []
         for key in args.source or ["laplace", "minilm"]:
@@ -573,7 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 )
         for source in sources:
-            measured = measure_source(source, args, log)
+            measured = measure_source(source, args, log, reused.get(source.key, []))
             rows = measured["rows"]
             rows_by_source[source.key] = rows
             plot_name = f"rd_{source.key}.png"
@@ -588,8 +652,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "rows": [r.as_dict() for r in rows],
             }
     document["conclusions"] = conclusions(document, rows_by_source)
-    command = ["python bench/rd/run.py", *(argv if argv is not None else sys.argv[1:])]
-    document["command"] = " ".join(command)
+    command = " ".join(["python bench/rd/run.py", *(argv if argv is not None else sys.argv[1:])])
+    document["command"] = f"{previous['command']}`, then `{command}" if args.reuse else command
     if roundtrip.udnc_commit() != env["udnc_commit"]:
         env["udnc_commit"] = (
             f"changed during the run: {env['udnc_commit']} -> {roundtrip.udnc_commit()}"
