@@ -343,15 +343,27 @@ def plot_curves(
             f"{path}: plotting needs matplotlib: pip install 'udnc[plot]'"
         ) from None
     figure, axes = plt.subplots(figsize=(8, 5.5), dpi=120)
+    palette = plt.get_cmap("tab20")
+    colors = [palette(i) for i in range(palette.N)]  # 20 distinct colours: curves, then marks
     try:
-        for name, values in curves.items():
+        for index, (name, values) in enumerate(curves.items()):
             finite = [(b, s) for b, s in values if math.isfinite(s)]
             if finite:
                 bits, sqnrs = zip(*finite, strict=True)
-                axes.plot(bits, sqnrs, marker="o", markersize=3.5, linewidth=1.4, label=name)
-        for name, (bits_value, sqnr_value) in (marks or {}).items():
+                axes.plot(
+                    bits,
+                    sqnrs,
+                    marker="o",
+                    markersize=3.5,
+                    linewidth=1.4,
+                    linestyle="--" if "no dither" in name else "-",
+                    color=colors[index % len(colors)],
+                    label=name,
+                )
+        for index, (name, (bits_value, sqnr_value)) in enumerate((marks or {}).items()):
             if math.isfinite(sqnr_value):
-                axes.plot([bits_value], [sqnr_value], marker="s", linestyle="none", label=name)
+                color = colors[(len(curves) + index) % len(colors)]
+                axes.plot([bits_value], [sqnr_value], "s", color=color, label=name)
         axes.set_xlabel("bits per weight (whole coded size / weights)")
         axes.set_ylabel("global SQNR (dB)")
         axes.set_title(title)

@@ -455,7 +455,7 @@ def plot(title: str, rows: list[Row], path: Path) -> None:
             marks[f"GGUF {r.setting}"] = (r.bits_per_weight, r.sqnr)
     curves = {k: sorted(v) for k, v in curves.items()}
     lossless = ", ".join(
-        f"{r.tool} {r.bits_per_weight:.1f}" for r in rows if not math.isfinite(r.sqnr)
+        f"{r.tool} {r.setting} {r.bits_per_weight:.1f}" for r in rows if not math.isfinite(r.sqnr)
     )
     if lossless:
         title = f"{title}\nlossless (off the chart): {lossless}"
