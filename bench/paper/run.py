@@ -544,8 +544,9 @@ def findings(results: dict[str, Any]) -> list[str]:
         + ", ".join(f"{x['lattice']} {x['ratio']:.0f}x" for x in tuned)
         + "): every distinct lattice point becomes a float32 codeword.",
         f"- **Dither off** (Z1): {undithered['bytes'] / quantized[0]['bytes'] - 1:+.1%} in size "
-        f"at the same SQNR, {_pp(undithered['accuracy'] - base)}: the randomized quantizer's "
-        "universality costs little here, and buys nothing measurable on accuracy.",
+        f"at the same SQNR, {_pp(undithered['accuracy'] - base)}: here the dither costs about "
+        f"{1 - undithered['bytes'] / quantized[0]['bytes']:.0%} of the file and changes "
+        "nothing measurable in accuracy.",
         f"- **Baseline**: k-means with 8 centroids + Huffman reaches {kmeans['ratio']:.1f}x "
         f"({_pp(kmeans['accuracy'] - base)}) without any container header; udnc's headline "
         f"without its header is {payload_ratio:.1f}x. "
@@ -623,8 +624,9 @@ def render(results: dict[str, Any]) -> str:
         + ", ".join(f"{k} {kept[k]:,} of {sizes[k]:,}" for k in kept)
         + f" ({sum(kept.values()) / sum(sizes.values()):.2%} of the weights).",
         f"- **Quantization**: every weight tensor at an SQNR of {setup['sqnr_db']:g} dB (of its "
-        "kept weights; `sqnr_offsets=()`), the pruned weights in the mask (spec §6.7), dither "
-        "seed 0 unless stated; biases on Z1 without dither, step "
+        "kept weights; `sqnr_offsets=()`; the lowest SQNR of the sweep within 0.5 pp on the "
+        "validation digits: validation/results.md), the pruned weights in the mask (spec "
+        "§6.7), dither seed 0 unless stated; biases on Z1 without dither, step "
         f"{setup['bias_step']} (units whose outgoing weights are all pruned get bias 0: the "
         "output does not change).",
         "- **Fine-tuning**: `QuantizedModel(model, file, train_unquantized=True)`, "
