@@ -669,24 +669,26 @@ def render(results: dict[str, Any]) -> str:
     ]
     ratio = headline_rows(results)[0]["ratio"]
     for model, numbers in PAPER.items():
-        ours = f"{ratio:.1f}" if model == "LeNet5" else "not measured (below)"
+        ours = f"{ratio:.2f}" if model == "LeNet5" else "not measured (below)"
+        deep = numbers.get("Deep Compression")
         lines.append(
-            f"| {model} | {ours} | {numbers['paper']} | {numbers['ECSQ + Huffman']} | "
-            f"{numbers.get('Deep Compression', '–')} |"
+            f"| {model} | {ours} | {numbers['paper']:.2f} | {numbers['ECSQ + Huffman']:.2f} | "
+            f"{'–' if deep is None else f'{deep:g}'} |"
         )
     lines += [
         "",
         "The paper's LeNet-5 is trained on the full 60,000-digit MNIST (accuracy about 99 %); "
         "here it is trained on 4,000 digits, so accuracies are lower and the redundancy the "
-        "pruning finds differs: the ratios compare, the accuracies only against their own "
-        "float model.",
+        "pruning finds differs: the ratios are comparable, the accuracies only each against "
+        "its own float model.",
         "",
         "## ResNet-32 and AlexNet",
         "",
         "Not reproduced. Their ratios are only meaningful together with the accuracy of the "
-        "compressed network, which needs CIFAR-10 (ResNet-32) or ImageNet (AlexNet, 61M "
-        "weights) and the GPU-days of training, pruning and fine-tuning behind them; this "
-        "machine has neither the data nor the compute (2 shared CPU cores). The "
+        "compressed network, which needs CIFAR-10 (ResNet-32, 0.46M weights) or ImageNet "
+        "(AlexNet, 61M weights), neither of which is on this machine, and GPU hours (ResNet-32) "
+        "to GPU days (AlexNet) of training, pruning with retraining and fine-tuning; this "
+        "machine has 2 shared CPU cores. The "
         "rate-distortion of the pipeline on randomly initialised weights of their shapes "
         "would say nothing about accuracy, so it is not given as a substitute. What udnc "
         "does on a real trained network's weights is measured in bench/minilm and bench/rd.",
