@@ -177,3 +177,25 @@ def test_cli_threads(tmp_path) -> None:
     with pytest.raises(SystemExit) as usage:
         main(["compress", str(source), "-o", str(tmp_path / "x.udnc"), "-j", "-1"])
     assert usage.value.code == 2
+
+
+def test_batched_tensors_fail_like_one_after_another() -> None:
+    """get_tensors decodes the chunks of several tensors together, yet reports the error that
+    decoding them one after the other meets first."""
+    tensors = {"a": WEIGHTS["a"], "b": WEIGHTS["a"][::-1].copy()}
+    data = bytearray(udnc_format.save(tensors, chunk_weights=1000, prune=0.5, sqnr=20))
+    with udnc_format.UDNCFile(bytes(data)) as handle:
+        a_chunk = handle.header.tensors[0].quantized.symbols.chunks[3]
+        b_mask = handle.header.tensors[1].quantized.mask.chunks[0]
+    for corrupt in ([a_chunk, b_mask], [b_mask]):
+        broken = bytearray(data)
+        for chunk in corrupt:
+            broken[chunk.offset] ^= 0xFF
+        with udnc_format.UDNCFile(bytes(broken), threads=2) as handle:
+            with pytest.raises(udnc_format.ChecksumError) as one_by_one:
+                for name in handle:
+                    handle.get_tensor(name)
+            with pytest.raises(udnc_format.ChecksumError) as batched:
+                handle.get_tensors(["a", "b"])
+        assert str(batched.value) == str(one_by_one.value)
+        assert f"offset {corrupt[0].offset}" in str(batched.value)

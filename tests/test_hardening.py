@@ -123,7 +123,7 @@ def test_out_of_memory_is_a_limit_error(packed, monkeypatch):
     def exhausted(*args: object, **kwargs: object) -> np.ndarray:
         raise MemoryError
 
-    monkeypatch.setattr(reader, "decode_tensor", exhausted)
+    monkeypatch.setattr(reader, "plan_tensor", exhausted)
     with pytest.raises(udnc_format.LimitError, match="tensor 'w': its 8192 decoded bytes do not"):
         udnc_format.load(packed)
 

@@ -85,7 +85,8 @@ def load(
     LimitError and before decoding it, a tensor that declares more decoded bytes;
     ``max_header_bytes`` a header body longer than that, before parsing it (SECURITY.md: set
     both for files from untrusted sources). Each tensor's chunks decode on ``threads`` threads
-    (None: every core); the bits are the same for any number.
+    (None: every core), the chunks of all tensors sharing them; the bits are the same for any
+    number.
 
     >>> load(save({"b": np.arange(3, dtype=np.int64)}))["b"].tolist()
     [0, 1, 2]
@@ -95,7 +96,7 @@ def load(
     """
     limits = {"max_tensor_bytes": max_tensor_bytes, "max_header_bytes": max_header_bytes}
     with UDNCFile(data, **limits, threads=threads) as handle:
-        return {name: handle.get_tensor(name) for name in handle}
+        return handle.get_tensors(handle.keys())
 
 
 def load_file(
@@ -108,7 +109,7 @@ def load_file(
     """Decode every tensor of a .udnc file (the limits and ``threads`` as for :func:`load`)."""
     limits = {"max_tensor_bytes": max_tensor_bytes, "max_header_bytes": max_header_bytes}
     with UDNCFile(path, **limits, threads=threads) as handle:
-        return {name: handle.get_tensor(name) for name in handle}
+        return handle.get_tensors(handle.keys())
 
 
 def open(

@@ -13,6 +13,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from .constants import DECODE_BATCH_BYTES
 from .encoder import EncodedTensor
 from .errors import InvalidInputError, TensorNotFoundError, UDNCError, WriteError
 from .header import TensorEntry
@@ -193,6 +194,24 @@ class Checkpoint:
 
     def get_tensor(self, name: str) -> np.ndarray:
         return self._handle(name).get_tensor(name)
+
+    def iter_tensors(
+        self, names: Iterable[str] | None = None, batch_bytes: int = DECODE_BATCH_BYTES
+    ) -> Iterator[tuple[str, np.ndarray]]:
+        """(name, tensor) for ``names`` (default: all) in order, decoded in batches of about
+        ``batch_bytes`` of output from one shard whose chunks share the threads
+        (``UDNCFile.get_tensors``); memory holds one batch, or one larger tensor."""
+        batch: list[str] = []
+        size = 0
+        for name in self.keys() if names is None else names:
+            handle = self._handle(name)
+            if batch and (handle is not self._owner[batch[0]] or size >= batch_bytes):
+                yield from self._owner[batch[0]].get_tensors(batch).items()
+                batch, size = [], 0
+            batch.append(name)
+            size += handle.info(name).source_bytes
+        if batch:
+            yield from self._owner[batch[0]].get_tensors(batch).items()
 
     def close(self) -> None:
         for handle in self._files:

@@ -182,7 +182,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         names = _progress(
             [s.name for s in specs], [s.nbytes for s in specs], "decompress", args.quiet
         )
-        tensors = (handle.get_tensor(name) for name in names)
+        tensors = (tensor for _, tensor in handle.iter_tensors(names))
         write_safetensors(target, specs, tensors, handle.metadata())
     if not args.quiet:
         print(f"{target}: {len(specs)} tensors")
@@ -290,8 +290,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     path = Path(args.input)
     with _open(path, args) as handle:
         sizes = [entry.source_bytes for entry in handle.entries()]
-        for name in _progress(handle.keys(), sizes, "verify", args.quiet):
-            handle.get_tensor(name)
+        for _ in handle.iter_tensors(_progress(handle.keys(), sizes, "verify", args.quiet)):
+            pass
         count = len(handle)
     if not args.quiet:
         print(f"{path}: OK ({count} tensors, every checksum verified)")

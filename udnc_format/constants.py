@@ -30,6 +30,9 @@ MAX_ABS_COORDINATE = 1 << 24  # |lattice symbol|: keeps p - u exact in binary64 
 DEFAULT_CHUNK_WEIGHTS = 1 << 20
 MAX_CHUNK_WEIGHTS = 1 << 26  # keeps a chunk's decoded bytes below MAX_CHUNK_RAW at any width
 DEFAULT_PASSTHROUGH_CHUNK_BYTES = 1 << 22
+# Whole-file decodes (CLI decompress, verify) decode tensors in batches of about this many
+# output bytes, the chunks of a batch sharing the threads: small tensors in parallel too.
+DECODE_BATCH_BYTES = 1 << 26
 # The field width (spec §6.2) is chosen on the first chunk's first weights, up to this many:
 # enough for the choice (bench/entropy) at a quarter of a default chunk's four trial codings.
 FIELD_WIDTH_SAMPLE_WEIGHTS = 1 << 18

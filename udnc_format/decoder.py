@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -52,11 +54,29 @@ def read_stream(stream: StreamRef, fetch: Fetch) -> bytearray:
     return out
 
 
+@dataclass(frozen=True)
+class TensorPlan:
+    """One tensor's decoding as independent chunk tasks, each writing its part of the output,
+    and the step that returns the tensor once they all ran: the tasks of several tensors can
+    share the workers (a file of many one-chunk tensors decodes on every core too)."""
+
+    tasks: Sequence[Callable[[], None]]
+    finish: Callable[[], np.ndarray]
+
+
 def decode_tensor(entry: TensorEntry, fetch: Fetch, workers: Workers = SERIAL) -> np.ndarray:
     """Decode one tensor to its source dtype and shape, its chunks on ``workers``."""
+    plan = plan_tensor(entry, fetch)
+    workers.run(plan.tasks)
+    return plan.finish()
+
+
+def plan_tensor(entry: TensorEntry, fetch: Fetch) -> TensorPlan:
+    """The plan of one tensor, after the checks that need no symbol chunk (its mask and
+    codebook are read here)."""
     dtype = NUMPY_DTYPES[entry.dtype]
     if entry.passthrough is not None:
-        return _read_passthrough(entry, fetch, workers).view(dtype).reshape(entry.shape)
+        return _plan_passthrough(entry, fetch, dtype)
     assert entry.quantized is not None
     q = entry.quantized
     mask, kept, vectors, expected, codewords = _read_layout(entry, fetch)
@@ -74,17 +94,19 @@ def decode_tensor(entry: TensorEntry, fetch: Fetch, workers: Workers = SERIAL) -
             scaled = decode_chunk_scaled(q, raw, first, count, codebook)
         _store(values[start:stop], scaled[: stop - start], entry.dtype)
 
-    workers.map(decode_one, range(expected))
-    if mask is None:
-        return values.reshape(entry.shape)
-    full = _allocate(entry.elements, dtype, zero=True)  # pruned weights decode to exactly zero
-    full[mask] = values
-    return full.reshape(entry.shape)
+    def finish() -> np.ndarray:
+        if mask is None:
+            return values.reshape(entry.shape)
+        full = _allocate(entry.elements, dtype, zero=True)  # pruned weights decode to +0.0
+        full[mask] = values
+        return full.reshape(entry.shape)
+
+    return TensorPlan([partial(decode_one, index) for index in range(expected)], finish)
 
 
-def _read_passthrough(entry: TensorEntry, fetch: Fetch, workers: Workers) -> np.ndarray:
-    """A passthrough stream's content (spec §4.4) as bytes, its chunks fetched in parallel
-    straight into place (the header checked that the raw lengths add up to the tensor)."""
+def _plan_passthrough(entry: TensorEntry, fetch: Fetch, dtype: np.dtype) -> TensorPlan:
+    """A passthrough stream's content (spec §4.4), its chunks fetched straight into place (the
+    header checked that the raw lengths add up to the tensor)."""
     stream = entry.passthrough
     assert stream is not None
     ends = np.cumsum([0] + [chunk.raw_length for chunk in stream.chunks])
@@ -93,8 +115,8 @@ def _read_passthrough(entry: TensorEntry, fetch: Fetch, workers: Workers) -> np.
     def read_one(index: int) -> None:
         out[ends[index] : ends[index + 1]] = np.frombuffer(fetch(stream, index), np.uint8)
 
-    workers.map(read_one, range(len(stream.chunks)))
-    return out
+    tasks = [partial(read_one, index) for index in range(len(stream.chunks))]
+    return TensorPlan(tasks, lambda: out.view(dtype).reshape(entry.shape))
 
 
 def _store(out: np.ndarray, scaled: np.ndarray, dtype: Dtype) -> None:

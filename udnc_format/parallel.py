@@ -68,6 +68,10 @@ class Workers:
             for future in futures:  # after a failure, stop what has not started
                 future.cancel()
 
+    def run(self, tasks: Iterable[Callable[[], object]]) -> None:
+        """Call every task on the workers; the first failure in task order is raised."""
+        self.map(_call, tasks)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
@@ -78,6 +82,10 @@ class Workers:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _call(task: Callable[[], object]) -> None:
+    task()
 
 
 SERIAL = Workers(1)
