@@ -712,7 +712,13 @@ def conclusions(document: dict[str, Any], rows_by_source: dict[str, list[Row]]) 
                 + " bits/weight."
             )
         nncodec = [r for r in rows if r.tool == "nncodec"]
-        udnc = [r for r in rows if r.tool == "udnc" and r.extra.get("curve") == "E8, no dither"]
+        udnc = [
+            r
+            for r in rows
+            if r.tool == "udnc"
+            and r.extra.get("curve") == "E8, no dither"
+            and "match" not in r.extra
+        ]
         if nncodec and udnc:
             lines.append(
                 f"{name}: speed (MB/s of float32 weights, median over the points): udnc E8 "
