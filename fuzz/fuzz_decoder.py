@@ -84,8 +84,8 @@ def test_one_input(data: bytes) -> None:
 
 
 def decode_every_way(data: bytes) -> None:
-    """``udnc_format.load`` on the bytes; then, if the header passed its checks, the file paths
-    too (where it does not, they stop in the same header checks)."""
+    """``UDNCFile`` on the bytes, every tensor decoded (as ``udnc_format.load`` does); then, if
+    the header passed its checks, the file paths too (otherwise they stop in the same checks)."""
     with np.errstate(all="ignore"):  # binary16 overflow to infinity is valid (spec §11)
         try:
             handle = udnc_format.UDNCFile(data, max_tensor_bytes=MAX_TENSOR_BYTES)
