@@ -199,3 +199,26 @@ def test_batched_tensors_fail_like_one_after_another() -> None:
                 handle.get_tensors(["a", "b"])
         assert str(batched.value) == str(one_by_one.value)
         assert f"offset {corrupt[0].offset}" in str(batched.value)
+
+
+def test_open_reads_the_header_and_get_tensor_its_own_chunks(tmp_path, monkeypatch) -> None:
+    """open() reads the preamble and header only; get_tensor then reads that tensor's stored
+    chunks and nothing else (bench/speed times it on a 1 GiB file)."""
+    from udnc_format import reader
+
+    path = tmp_path / "big.udnc"
+    big = np.random.default_rng(0).random((256, 4096), dtype=np.float32)  # 4 MiB, incompressible
+    udnc_format.save_file({"big": big, "small": np.arange(16.0)}, path, keep=["*"], coder="raw")
+    reads: list[int] = []
+    real = reader.read_at
+
+    def counting(handle, offset: int, length: int) -> bytes:
+        reads.append(length)
+        return real(handle, offset, length)
+
+    monkeypatch.setattr(reader, "read_at", counting)
+    with udnc_format.open(path) as handle:
+        header = sum(reads)
+        assert header < 1024
+        assert handle.get_tensor("small").tolist() == list(np.arange(16.0))
+        assert sum(reads) - header == 16 * 8
