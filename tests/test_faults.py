@@ -184,8 +184,12 @@ def test_signal_during_compress_leaves_the_old_output_and_the_input(
         while not temporaries(target.parent) and process.poll() is None:
             assert time.monotonic() < deadline, "compress never started writing"
             time.sleep(0.01)
+        # Stopped first, so that a loaded machine cannot let compress finish between the check
+        # and the signal; the signal is delivered when it continues.
+        process.send_signal(signal.SIGSTOP)
         assert process.poll() is None, "compress ended before it could be interrupted"
         process.send_signal(signum)
+        process.send_signal(signal.SIGCONT)
         _, err = process.communicate(timeout=120)
     finally:
         if process.poll() is None:
