@@ -151,6 +151,7 @@ def test_info_json_reports_every_tensor_and_the_ratio(checkpoint, tmp_path, caps
     assert set(tensors) == set(WEIGHTS)
     dense = tensors["encoder.dense.weight"]
     assert dense["lattice"] == "Z1" and dense["dither"] and dense["coder"] == "zstd"
+    assert dense["prng"] == "philox4x64_10"
     assert dense["bits_per_weight"] > 0 and dense["step"] > 0
     totals = document["totals"]
     assert totals["file_bytes"] == packed.stat().st_size
@@ -165,6 +166,19 @@ def test_info_table_names_lattice_step_and_ratio(checkpoint, tmp_path, capsys):
     assert run("info", packed) == 0
     out = capsys.readouterr().out
     assert "encoder.dense.weight" in out and "E8" in out and "compression ratio" in out
+
+
+@pytest.mark.parametrize(
+    ("options", "shown"),
+    [((), "4x64"), (("--prng", "philox4x32_10"), "4x32"), (("--no-dither",), "no")],
+)
+def test_info_table_names_the_dither_generator(checkpoint, tmp_path, capsys, options, shown):
+    packed = tmp_path / "m.udnc"
+    run("compress", checkpoint, "-o", packed, "-q", *options)
+    capsys.readouterr()
+    assert run("info", packed) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "encoder.dense.weight" in x)
+    assert line.split()[5] == shown
 
 
 def test_verify_passes_a_sound_file_and_fails_a_damaged_one(checkpoint, tmp_path, capsys):

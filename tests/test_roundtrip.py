@@ -295,6 +295,7 @@ def test_option_matrix(lattice, coder, dither, codebook, prune, rng) -> None:
     info = info_of(data, "w")
     assert (info.encoding, info.lattice, info.coder) == ("lattice", lattice, coder)
     assert (info.dither, info.seed) == ((True, 99) if dither else (False, None))
+    assert info.prng == ("philox4x64_10" if dither else None)
     assert info.pruned == bool(prune)
     assert (info.codebook_size > 0) == codebook
     mask = stored_mask(data, "w")

@@ -208,6 +208,7 @@ def _info_dict(info: TensorInfo) -> dict[str, Any]:
         "lattice": info.lattice,
         "step": info.step,
         "dither": info.dither,
+        "prng": info.prng,
         "seed": info.seed,
         "pruned": info.pruned,
         "codebook_size": info.codebook_size,
@@ -271,7 +272,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         shape = "x".join(map(str, i.shape)) or "scalar"
         lattice = i.lattice or "-"
         step = f"{i.step:.4g}" if i.step is not None else "-"
-        dither = ("yes" if i.dither else "no") if i.encoding == "lattice" else "-"
+        # the generator's short name: "4x64" for Philox4x64-10 (spec §5.4), "4x32" for §5.1
+        dither = (i.prng or "no").removeprefix("philox").removesuffix("_10")
+        dither = dither if i.encoding == "lattice" else "-"
         print(
             f"{shown(i.name):{width}} {i.dtype:6} {shape:18} {lattice:7} {step:>10} {dither:6} "
             f"{i.bits_per_weight:7.3f} {i.stored_bytes:>10,} {i.coder}"

@@ -39,6 +39,7 @@ class TensorInfo:
     step: float | None = None
     scale: float | None = None
     dither: bool = False
+    prng: str | None = None  # the dither generator, "philox4x32_10" or "philox4x64_10"
     seed: int | None = None
     pruned: bool = False
     codebook_size: int = 0
@@ -70,6 +71,7 @@ class TensorInfo:
             step=q.step,
             scale=q.scale,
             dither=bool(q.prng),
+            prng=q.prng.name.lower() if q.prng else None,
             seed=q.seed if q.prng else None,
             pruned=q.mask is not None,
             codebook_size=q.codebook_size,
