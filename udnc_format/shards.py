@@ -7,7 +7,7 @@ complete .udnc file, written atomically at its final name, and ``model.udnc.inde
 done. The work is three plain functions so that any engine can map the middle one:
 
 >>> jobs = plan_shards("model.safetensors.index.json", "out/model.udnc", sqnr=38)  # doctest: +SKIP
->>> results = [compress_shard(job) for job in jobs]                 # or pool.map, bag.map ...
+>>> results = [compress_shard(job) for job in jobs]  # or pool.map, bag.map ...  # doctest: +SKIP
 >>> write_sharded_index(results, "out/model.udnc")                  # doctest: +SKIP
 
 Every tensor keeps the dither stream it would have in a single file (its position in the
