@@ -112,3 +112,21 @@ def test_cli_processes(tmp_path: Path) -> None:
 
     assert sorted(load_file(str(restored))) == sorted(tensors)
     assert main(["compress", str(index), "-o", str(target), "--processes", "2", "-q"]) == 1
+
+
+def test_plan_rejects_a_tensor_in_two_shards(tmp_path: Path) -> None:
+    """As one process would: not shards whose index names a tensor twice."""
+    save_file({"w": np.ones((8, 8), np.float32)}, str(tmp_path / "a.safetensors"))
+    save_file({"w": np.zeros((8, 8), np.float32)}, str(tmp_path / "b.safetensors"))
+    index = tmp_path / "m.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"w": "a.safetensors", "v": "b.safetensors"}}))
+    with pytest.raises(udnc_format.InvalidInputError, match="also appears in another shard"):
+        plan_shards(index, tmp_path / "m.udnc", **OPTIONS)
+    assert not list(tmp_path.glob("*.udnc*"))
+
+
+def test_plan_rejects_an_empty_checkpoint(tmp_path: Path) -> None:
+    index = tmp_path / "m.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {}}))
+    with pytest.raises(udnc_format.InvalidInputError, match="names no shard"):
+        compress_sharded(index, tmp_path / "m.udnc", processes=2, **OPTIONS)

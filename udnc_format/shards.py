@@ -61,12 +61,22 @@ def plan_shards(
     if "first_dither_stream" in options:
         raise InvalidInputError("first_dither_stream is set per shard by plan_shards")
     files = checkpoint_files(source)
+    if not files:
+        raise InvalidInputError(f"{source}: the checkpoint names no shard")
     target = Path(target)
     jobs, stream = [], 0
+    seen: set[str] = set()
     for number, file in enumerate(files, start=1):
         output = target.parent / shard_name(target, number, len(files))
         jobs.append(ShardJob(str(file), str(output), stream, dict(options)))
-        stream += len(iter_checkpoint(file)[0])  # reads the header only
+        names = [spec.name for spec in iter_checkpoint(file)[0]]  # reads the header only
+        # Each job sees one shard: a tensor in two of them is caught here, as one process
+        # would (iter_checkpoint), not in the index that would name it twice.
+        for name in names:
+            if name in seen:
+                raise InvalidInputError(f"{file}: tensor {name!r} also appears in another shard")
+            seen.add(name)
+        stream += len(names)
     return jobs
 
 
