@@ -150,6 +150,47 @@ def test_first_failing_chunk_is_reported_whatever_the_threads(many_chunks: bytes
     assert f"chunk 2 at offset {chunks[2].offset}" in messages.pop()
 
 
+def test_one_file_read_from_several_threads_starts_one_pool(
+    many_chunks: bytes, monkeypatch
+) -> None:
+    """Threads sharing a UDNCFile share its worker threads: no second pool is started (and
+    left running) when two of them decode at the same moment."""
+    import concurrent.futures
+    import threading
+
+    from udnc_format import parallel
+
+    started = []
+
+    class Counted(concurrent.futures.ThreadPoolExecutor):
+        def __init__(self, *args, **kwargs) -> None:
+            started.append(self)
+            threading.Event().wait(0.05)  # widen the window between the check and the set
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(parallel, "ThreadPoolExecutor", Counted)
+    serial = udnc_format.load(many_chunks, threads=1)
+    with udnc_format.UDNCFile(many_chunks, threads=2) as handle:
+        barrier = threading.Barrier(4)
+        results: list[dict] = []
+
+        def read() -> None:
+            barrier.wait()
+            results.append(handle.get_tensors(handle.keys()))
+
+        readers = [threading.Thread(target=read) for _ in range(4)]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join()
+    assert len(started) == 1
+    assert len(results) == 4
+    for result in results:
+        assert {k: v.tobytes() for k, v in result.items()} == {
+            k: v.tobytes() for k, v in serial.items()
+        }
+
+
 def test_threads_must_be_a_count() -> None:
     with pytest.raises(udnc_format.InvalidInputError, match="threads"):
         udnc_format.save(WEIGHTS, threads=-1)

@@ -10,6 +10,7 @@ reported errors never depend on it.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -53,15 +54,22 @@ class Workers:
     def __init__(self, threads: int | None = None) -> None:
         self.threads = thread_count(threads)
         self._pool: ThreadPoolExecutor | None = None
+        # One UDNCFile may be read from several threads at once: they share one pool.
+        self._lock = threading.Lock()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="udnc")
+            return self._pool
 
     def map(self, function: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """``[function(item) for item in items]``, on the workers."""
         work = list(items)
         if self.threads <= 1 or len(work) <= 1:
             return [function(item) for item in work]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="udnc")
-        futures = [self._pool.submit(function, item) for item in work]
+        pool = self._executor()
+        futures = [pool.submit(function, item) for item in work]
         try:
             return [future.result() for future in futures]
         finally:
@@ -73,9 +81,11 @@ class Workers:
         self.map(_call, tasks)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Stop the threads, after the tasks already running."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> Workers:
         return self
