@@ -130,3 +130,11 @@ def test_plan_rejects_an_empty_checkpoint(tmp_path: Path) -> None:
     index.write_text(json.dumps({"weight_map": {}}))
     with pytest.raises(udnc_format.InvalidInputError, match="names no shard"):
         compress_sharded(index, tmp_path / "m.udnc", processes=2, **OPTIONS)
+
+
+@pytest.mark.parametrize("processes", [-1, 1.5, True])
+def test_processes_must_be_a_count(tmp_path: Path, processes: object) -> None:
+    index, _ = make_checkpoint(tmp_path)
+    with pytest.raises(udnc_format.InvalidInputError, match="processes"):
+        compress_sharded(index, tmp_path / "m.udnc", processes=processes, **OPTIONS)
+    assert not list(tmp_path.glob("*.udnc*"))

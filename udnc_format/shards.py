@@ -106,13 +106,19 @@ def compress_sharded(
     processes: int | None = None,
     **options: Any,
 ) -> list[Path]:
-    """Compress every shard of ``source`` in ``processes`` worker processes (None: one per
-    core), then write the index; returns the shards and the index, last. Each process codes
+    """Compress every shard of ``source`` in ``processes`` worker processes (None or 0: one
+    per core), then write the index; returns the shards and the index, last. Each process codes
     with ``cores // processes`` threads unless ``threads`` is given. On failure, the shards
     already written are removed and no index is left.
 
     >>> compress_sharded("model.safetensors.index.json", "out/model.udnc")  # doctest: +SKIP
     """
+    if processes is not None and (
+        not isinstance(processes, int) or isinstance(processes, bool) or processes < 0
+    ):
+        raise InvalidInputError(
+            f"processes must be a non-negative integer or None, got {processes!r}"
+        )
     workers = processes or available_cores()
     if options.get("threads") is None:
         options["threads"] = max(1, available_cores() // workers)
