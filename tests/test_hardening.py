@@ -199,3 +199,12 @@ def test_cli_header_limit(packed, tmp_path, capsys):
         assert main([command, str(path), "--max-header-bytes", str(length - 1), "-q"]) == 1
         assert f"header length {length} (at offset 12) exceeds" in capsys.readouterr().err
         assert main([command, str(path), "--max-header-bytes", str(length), "-q"]) == 0
+
+
+@pytest.mark.parametrize("option", ["max_tensor_bytes", "max_header_bytes"])
+@pytest.mark.parametrize("value", ["1G", -1, 2.5, True])
+def test_limits_must_be_byte_counts(packed, option: str, value: object) -> None:
+    """A limit that is not a byte count is an InvalidInputError, not a TypeError at the first
+    comparison."""
+    with pytest.raises(udnc_format.InvalidInputError, match=option):
+        udnc_format.load(packed, **{option: value})

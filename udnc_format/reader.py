@@ -15,7 +15,14 @@ import numpy as np
 
 from . import coders
 from .decoder import Fetch, TensorPlan, decode_quantized, plan_tensor
-from .errors import ChecksumError, LimitError, TensorNotFoundError, TruncatedError, UDNCError
+from .errors import (
+    ChecksumError,
+    InvalidInputError,
+    LimitError,
+    TensorNotFoundError,
+    TruncatedError,
+    UDNCError,
+)
 from .fileio import read_at
 from .header import StreamRef, TensorEntry, read_header
 from .parallel import Workers
@@ -98,6 +105,16 @@ class UDNCFile:
         max_header_bytes: int | None = None,
         threads: int | None = None,
     ) -> None:
+        for option, limit in (
+            ("max_tensor_bytes", max_tensor_bytes),
+            ("max_header_bytes", max_header_bytes),
+        ):
+            if limit is not None and (
+                not isinstance(limit, int) or isinstance(limit, bool) or limit < 0
+            ):
+                raise InvalidInputError(
+                    f"{option} must be a non-negative integer or None, got {limit!r}"
+                )
         # Chunks of a tensor decode in parallel on ``threads`` threads (None: every core).
         self._workers = Workers(threads)
         # spec §9: a decoder MAY set lower limits than the format's; a server opening untrusted
