@@ -268,6 +268,17 @@ def test_every_field_width_decodes_the_same(case: str, rng) -> None:
         assert again["w"].tobytes() == out["w"].tobytes()
 
 
+def test_field_width_is_chosen_on_a_sample_spread_over_the_tensor(rng) -> None:
+    """A tensor whose start is unlike the rest (a vocabulary's special tokens) gets the field
+    width that suits its bulk, not the 1-bit fields that its start alone would choose."""
+    weights = 1 << 20
+    tensor = rng.laplace(scale=0.5, size=weights).astype(np.float32)
+    tensor[: weights // 4] = 0.0  # the first 2^18 weights: symbol 0, best as 1-bit fields
+    data = udnc_format.save({"w": tensor.reshape(1024, 1024)}, step=0.01, dither=False)
+    with udnc_format.UDNCFile(data) as handle:
+        assert handle.header.tensors[0].quantized.serialization == 8
+
+
 MATRIX = list(
     itertools.product(LATTICES, CODERS, [True, False], [False, True], [0.0, 0.2])
 )  # lattice, coder, dither, codebook, prune

@@ -26,6 +26,7 @@ from .constants import (
     DEFAULT_PRNG,
     DEFAULT_SQNR_DB,
     DEFAULT_SQNR_OFFSETS,
+    FIELD_WIDTH_SAMPLE_BLOCKS,
     FIELD_WIDTH_SAMPLE_WEIGHTS,
     MAX_CHUNK_WEIGHTS,
     MAX_NAME_BYTES,
@@ -491,6 +492,16 @@ def _symbol_chunk(q: QuantizedTensor, first: int, last: int, bits: int) -> bytes
     return bitmap + serialize(_symbol_values(q, first, last), bits)
 
 
+def _sample_spans(vectors: int, sampled: int) -> list[tuple[int, int]]:
+    """The vector ranges of the field-width sample: everything when it is small enough, else
+    FIELD_WIDTH_SAMPLE_BLOCKS blocks spread evenly over the tensor."""
+    if vectors <= sampled:
+        return [(0, vectors)]
+    block = max(1, sampled // FIELD_WIDTH_SAMPLE_BLOCKS)
+    starts = np.linspace(0, vectors - block, FIELD_WIDTH_SAMPLE_BLOCKS).astype(np.int64)
+    return [(int(a), int(a) + block) for a in starts]
+
+
 def _lattice_entry(
     name: str, q: QuantizedTensor, builder: _StreamBuilder, options: EncodeOptions
 ) -> TensorEntry:
@@ -499,16 +510,17 @@ def _lattice_entry(
     codebook = (
         builder.byte_stream(q.codebook.astype("<f4").tobytes()) if q.codebook is not None else None
     )
-    # The field width that codes the start of the first chunk smallest serves the whole
-    # tensor; when that start is the whole chunk, the winner's compressed chunk is kept.
-    head = min(chunk_vectors, q.vectors)
-    sampled = min(head, max(1, FIELD_WIDTH_SAMPLE_WEIGHTS // q.codec.dim))
-    sample = _symbol_values(q, 0, sampled)
-    bitmap = pack_bits(q.cosets[:sampled]) if q.cosets is not None else b""
+    # The field width that codes a sample of the tensor smallest serves the whole tensor; when
+    # the sample is the whole (first and only) chunk, the winner's compressed chunk is kept.
+    sampled = max(1, FIELD_WIDTH_SAMPLE_WEIGHTS // q.codec.dim)
+    spans = _sample_spans(q.vectors, sampled)
+    sample = np.concatenate([_symbol_values(q, a, b) for a, b in spans])
+    cosets = None if q.cosets is None else np.concatenate([q.cosets[a:b] for a, b in spans])
+    bitmap = b"" if cosets is None else pack_bits(cosets)
     bits, first = best_field_width_payload(sample, builder.compress, bitmap, builder.workers.map)
     starts = range(0, q.vectors, chunk_vectors)
     chunks = [partial(_symbol_chunk, q, s, min(s + chunk_vectors, q.vectors), bits) for s in starts]
-    kept = first if sampled == head and chunks else None
+    kept = first if len(chunks) == 1 and spans == [(0, q.vectors)] else None
     params = LatticeParams(
         lattice=q.lattice,
         prng=q.prng,
