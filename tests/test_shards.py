@@ -81,6 +81,24 @@ def test_failed_shard_leaves_nothing(tmp_path: Path) -> None:
     assert list(out.iterdir()) == []
 
 
+def test_failed_run_keeps_the_previous_output(tmp_path: Path) -> None:
+    """A run that fails on its last shard leaves an earlier run's shards and index byte for
+    byte as they were, and no staged shard behind."""
+    good = tmp_path / "good"
+    good.mkdir()
+    index, _ = make_checkpoint(good)
+    out = tmp_path / "out"
+    out.mkdir()
+    compress_sharded(index, out / "model.udnc", processes=2, **OPTIONS)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    poisoned, _ = make_checkpoint(bad, poisoned=True)
+    with pytest.raises(udnc_format.InvalidInputError, match="NaN"):
+        compress_sharded(poisoned, out / "model.udnc", processes=2, sqnr=20)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_plan_checks_options(tmp_path: Path) -> None:
     index, _ = make_checkpoint(tmp_path)
     with pytest.raises(udnc_format.InvalidInputError, match="lattice"):

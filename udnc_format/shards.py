@@ -2,9 +2,11 @@
 mapped over a cluster by an existing engine (Dask, Ray: README).
 
 Each input shard (a .safetensors file named by a ``*.safetensors.index.json``) becomes one
-complete .udnc file, written atomically at its final name, and ``model.udnc.index.json`` (what
-:class:`udnc_format.checkpoint.Checkpoint` and the CLI read) ties them together once all are
-done. The work is three plain functions so that any engine can map the middle one:
+complete .udnc file, written atomically under a staging name beside its final name; once all
+are done, :func:`write_sharded_index` renames them into place and writes
+``model.udnc.index.json`` (what :class:`udnc_format.checkpoint.Checkpoint` and the CLI read), so
+a failed run leaves an earlier run's output as it was. The work is three plain functions so that
+any engine can map the middle one:
 
 >>> jobs = plan_shards("model.safetensors.index.json", "out/model.udnc", sqnr=38)  # doctest: +SKIP
 >>> results = [compress_shard(job) for job in jobs]  # or pool.map, bag.map ...  # doctest: +SKIP
@@ -44,11 +46,23 @@ class ShardJob:
 
 @dataclass(frozen=True)
 class ShardResult:
-    """What :func:`compress_shard` wrote: the shard's path, its tensor names and metadata."""
+    """What :func:`compress_shard` wrote: the shard's final path, its tensor names and
+    metadata; the file itself is at ``staging_path(target)`` until :func:`write_sharded_index`
+    renames it into place."""
 
     target: str
     names: tuple[str, ...]
     metadata: Mapping[str, str]
+
+
+def staging_path(target: str | os.PathLike[str]) -> Path:
+    """Where a shard waits for the others: a hidden name beside its final one.
+
+    >>> staging_path("out/model-00001-of-00002.udnc").name
+    '.model-00001-of-00002.udnc.staged'
+    """
+    target = Path(target)
+    return target.with_name(f".{target.name}.staged")
 
 
 def plan_shards(
@@ -81,19 +95,22 @@ def plan_shards(
 
 
 def compress_shard(job: ShardJob) -> ShardResult:
-    """Compress one shard to its .udnc file (atomically), tensor by tensor."""
+    """Compress one shard to its .udnc file at its staging path (atomically), tensor by
+    tensor."""
     specs, metadata, tensors = iter_checkpoint(job.source)
     options = EncodeOptions.from_kwargs(**job.options, first_dither_stream=job.first_dither_stream)
     metadata = {**metadata, **options.metadata}
-    write_file(encode_tensors(tensors, options), metadata, job.target)
+    write_file(encode_tensors(tensors, options), metadata, staging_path(job.target))
     return ShardResult(job.target, tuple(spec.name for spec in specs), metadata)
 
 
 def write_sharded_index(results: Sequence[ShardResult], target: str | os.PathLike[str]) -> Path:
-    """Write ``target``'s index over the shards of ``results``; returns its path."""
+    """Rename the shards of ``results`` into place, then write ``target``'s index over them
+    (the index last: then the checkpoint is whole); returns the index's path."""
     weight_map: dict[str, str] = {}
     metadata: dict[str, str] = {}
     for result in results:
+        os.replace(staging_path(result.target), result.target)
         metadata.update(result.metadata)
         weight_map.update(dict.fromkeys(result.names, Path(result.target).name))
     return write_index(target, weight_map, metadata)
@@ -109,7 +126,8 @@ def compress_sharded(
     """Compress every shard of ``source`` in ``processes`` worker processes (None or 0: one
     per core), then write the index; returns the shards and the index, last. Each process codes
     with ``cores // processes`` threads unless ``threads`` is given. On failure, the shards
-    already written are removed and no index is left.
+    already written are removed before they replace anything: an earlier run's shards and index
+    stay as they were.
 
     >>> compress_sharded("model.safetensors.index.json", "out/model.udnc")  # doctest: +SKIP
     """
@@ -131,6 +149,6 @@ def compress_sharded(
         index = write_sharded_index(results, target)
     except BaseException:
         for job in jobs:
-            Path(job.target).unlink(missing_ok=True)
+            staging_path(job.target).unlink(missing_ok=True)
         raise
     return [*(Path(result.target) for result in results), index]
