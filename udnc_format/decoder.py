@@ -24,7 +24,6 @@ from .header import (
     vector_count,
 )
 from .lattices import CubicLattice, fixed_point_scale, fixed_point_values, get_lattice
-from .parallel import SERIAL, Workers
 from .philox import centred_from_levels, dither_levels
 from .quantizer import QuantizedTensor
 from .symbols import deserialize, deserialize_symbols, unpack_bits
@@ -62,13 +61,6 @@ class TensorPlan:
 
     tasks: Sequence[Callable[[], None]]
     finish: Callable[[], np.ndarray]
-
-
-def decode_tensor(entry: TensorEntry, fetch: Fetch, workers: Workers = SERIAL) -> np.ndarray:
-    """Decode one tensor to its source dtype and shape, its chunks on ``workers``."""
-    plan = plan_tensor(entry, fetch)
-    workers.run(plan.tasks)
-    return plan.finish()
 
 
 def plan_tensor(entry: TensorEntry, fetch: Fetch) -> TensorPlan:

@@ -209,8 +209,9 @@ class UDNCFile:
 
     def get_tensors(self, names: Iterable[str]) -> dict[str, np.ndarray]:
         """Decode several tensors at once, the chunks of all of them sharing the threads (many
-        small tensors decode in parallel too); the same tensors, and the same first error, as
-        ``get_tensor`` one after the other.
+        small tensors decode in parallel too): the same tensors as ``get_tensor`` one after the
+        other. Every name is looked up first (a missing one raises ``TensorNotFoundError``
+        before anything is decoded); then the first failure in tensor and chunk order is raised.
 
         >>> import udnc_format, numpy as np
         >>> data = udnc_format.save({"a": np.ones((4, 300)), "b": np.zeros(3)}, step=0.1)

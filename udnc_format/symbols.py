@@ -199,19 +199,14 @@ def _serial_map(function: Callable[[int], tuple[bytes, int]], items: Iterable[in
     return [function(item) for item in items]
 
 
-def best_field_width(values: np.ndarray, compress: Callable[[bytes], bytes]) -> int:
-    """The field width whose serialization of ``values`` compresses smallest (the encoder's
-    choice; any width decodes)."""
-    return best_field_width_payload(values, lambda raw: compress(raw))[0]
-
-
 def best_field_width_payload(
     values: np.ndarray,
     compress: Callable[[bytes], bytes],
     prefix: bytes = b"",
     mapper: Callable[[Callable[[int], tuple[bytes, int]], Iterable[int]], list] = _serial_map,
 ) -> tuple[int, tuple[bytes, int]]:
-    """:func:`best_field_width`, and the chunk ``prefix`` + serialization compressed at that
+    """The field width whose serialization of ``values`` compresses smallest (the encoder's
+    choice; any width decodes), and the chunk ``prefix`` + serialization compressed at that
     width with its raw length, so that the chunk it was measured on is not compressed again;
     the widths are tried through ``mapper`` (``map`` on worker threads)."""
 
