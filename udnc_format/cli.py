@@ -23,14 +23,21 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .checkpoint import Checkpoint, index_path, write_shards
-from .constants import DEFAULT_PRNG, DEFAULT_SQNR_DB, DEFAULT_SQNR_OFFSETS, Coder, Lattice, Prng
+from .constants import (
+    DEFAULT_PRNG,
+    DEFAULT_RD_LATTICES,
+    DEFAULT_RD_SQNRS,
+    DEFAULT_SQNR_DB,
+    DEFAULT_SQNR_OFFSETS,
+    Coder,
+    Lattice,
+    Prng,
+)
 from .encoder import EncodeOptions, encode_tensors
 from .errors import InvalidInputError, MissingDependencyError, UDNCError, WriteError
 from .rate import sqnr_for_bits
 from .rd import (
     ALLOCATIONS,
-    DEFAULT_RD_LATTICES,
-    DEFAULT_RD_SQNRS,
     RDPoint,
     curves_of,
     plot_curves,

@@ -25,6 +25,11 @@ MAX_CHUNK_RAW = 1 << 31  # decoded bytes of one chunk
 MAX_CODEBOOK_SIZE = 1 << 24  # codewords in one codebook
 MAX_DIMENSION = MAX_ELEMENTS  # one dimension of a shape (an empty tensor may not exceed it)
 MAX_ABS_COORDINATE = 1 << 24  # |lattice symbol|: keeps p - u exact in binary64 (spec §6.4)
+MAX_DITHER_STREAM = 0xFFFFFFFF  # spec §4.5: dither_stream is a u32
+
+# spec §5: the dither generators.
+UNIFORM_BITS = 24  # §5.3: r = (x >> 8) * 2^-24 keeps the top 24 bits of a 32-bit word
+POSITIONS_PER_BLOCK_4X64 = 8  # §5.4: four 64-bit words, two positions each
 
 # Encoder defaults (the encoder is free; these are the reference encoder's choices).
 DEFAULT_CHUNK_WEIGHTS = 1 << 20
@@ -33,6 +38,9 @@ DEFAULT_PASSTHROUGH_CHUNK_BYTES = 1 << 22
 # Whole-file decodes (CLI decompress, verify) decode tensors in batches of about this many
 # output bytes, the chunks of a batch sharing the threads: small tensors in parallel too.
 DECODE_BATCH_BYTES = 1 << 26
+# Each decoding thread keeps one binary64 scratch buffer of up to this many values (16 MiB),
+# enough for a default chunk; a larger chunk gets a buffer of its own.
+DECODE_SCRATCH_VALUES = 1 << 21
 # The field width (spec §6.2) is chosen on a sample of up to this many weights: enough for the
 # choice (bench/entropy) at a quarter of a default chunk's four trial codings. A larger tensor
 # is sampled in this many blocks spread over it, since its start can be unlike the rest (the
@@ -153,3 +161,8 @@ class SectionFlag(enum.IntFlag):
     """Flags of an extension section (spec §3.3)."""
 
     CRITICAL = 1
+
+
+# `udnc rd`: the curves drawn when the user names none.
+DEFAULT_RD_LATTICES = (Lattice.Z1, Lattice.E8)
+DEFAULT_RD_SQNRS = (20.0, 25.0, 30.0, 35.0, 40.0)

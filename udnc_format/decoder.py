@@ -12,7 +12,7 @@ from functools import partial
 
 import numpy as np
 
-from .constants import MAX_ABS_COORDINATE, Dtype, Prng
+from .constants import DECODE_SCRATCH_VALUES, MAX_ABS_COORDINATE, Dtype, Prng
 from .dtypes import NUMPY_DTYPES, round_to_dtype
 from .errors import CorruptStreamError, LayoutError, LimitError
 from .header import (
@@ -213,12 +213,11 @@ def _allocate(count: int, dtype: np.dtype, zero: bool = False) -> np.ndarray:
 # Each worker thread reuses one binary64 buffer for its chunks: fresh pages for every chunk
 # cost more than the arithmetic on them (bench/speed). Default chunks (2^20 weights) qualify.
 _SCRATCH = threading.local()
-_SCRATCH_LIMIT = 1 << 21
 
 
 def _scratch(size: int) -> np.ndarray:
     """``size`` binary64 of this thread's scratch buffer (a new array above the limit)."""
-    if size > _SCRATCH_LIMIT:
+    if size > DECODE_SCRATCH_VALUES:
         return np.empty(size)
     buffer = getattr(_SCRATCH, "values", None)
     if buffer is None or buffer.size < size:

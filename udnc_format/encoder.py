@@ -29,6 +29,7 @@ from .constants import (
     FIELD_WIDTH_SAMPLE_BLOCKS,
     FIELD_WIDTH_SAMPLE_WEIGHTS,
     MAX_CHUNK_WEIGHTS,
+    MAX_DITHER_STREAM,
     MAX_NAME_BYTES,
     MAX_NDIM,
     Coder,
@@ -53,7 +54,6 @@ from .quantizer import (
 from .symbols import best_field_width_payload, pack_bits, serialize, zigzag
 
 E = TypeVar("E", bound=enum.IntEnum)
-MAX_STREAM = 0xFFFFFFFF  # spec §4.5: dither_stream is a u32
 
 # Rate control by SQNR: the decoded SQNR lands within this many dB of the target.
 SQNR_TOLERANCE_DB = 0.1
@@ -199,8 +199,9 @@ class EncodeOptions:
             self.prng is not Prng.NONE, "prng must be a generator (dither=False: none)", self.prng
         )
         _require(
-            _is_int(self.first_dither_stream) and 0 <= self.first_dither_stream <= MAX_STREAM,
-            f"first_dither_stream must be an integer in 0..{MAX_STREAM}",
+            _is_int(self.first_dither_stream)
+            and 0 <= self.first_dither_stream <= MAX_DITHER_STREAM,
+            f"first_dither_stream must be an integer in 0..{MAX_DITHER_STREAM}",
             self.first_dither_stream,
         )
         _require(
@@ -346,7 +347,7 @@ def encode_tensors(
                 raise DuplicateNameError(f"tensor {name!r} is given twice")
             seen.add(name)
             stream = options.first_dither_stream + index
-            if stream > MAX_STREAM:
+            if stream > MAX_DITHER_STREAM:
                 raise InvalidInputError(f"tensor {name!r}: dither stream {stream} beyond u32")
             yield encode_tensor(name, array, stream, options, workers)
 

@@ -19,8 +19,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from .constants import Lattice
-from .philox import UNIFORM_BITS, centred_from_levels
+from .constants import UNIFORM_BITS, Lattice
+from .philox import centred_from_levels
 
 # spec §6.3: the binary64 value of sqrt(3)/2 used by A2, given by its bits.
 SQRT3_OVER_2 = float.fromhex("0x1.bb67ae8584caap-1")

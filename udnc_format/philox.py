@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .constants import Prng
+from .constants import POSITIONS_PER_BLOCK_4X64, UNIFORM_BITS, Prng
 
 PHILOX_M0 = 0xD2511F53
 PHILOX_M1 = 0xCD9E8D57
@@ -21,8 +21,6 @@ PHILOX_W1 = 0xBB67AE85  # sqrt(3) - 1
 PHILOX_ROUNDS = 10
 WORDS_PER_BLOCK = 4
 # spec §5.2: Philox4x64-10 gives four 64-bit words per block, two 32-bit dither words each.
-POSITIONS_PER_BLOCK_4X64 = 8
-UNIFORM_BITS = 24  # spec §5.3: r = (x >> 8) * 2^-24 keeps the top 24 bits of a 32-bit word
 _LEVEL_SHIFT = 32 - UNIFORM_BITS
 _MASK32 = np.uint64(0xFFFFFFFF)
 _UNIFORM_SCALE = 2.0**-UNIFORM_BITS  # exact in binary32 and binary64

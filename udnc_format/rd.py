@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from .checkpoint import Checkpoint
-from .constants import Coder, Lattice
+from .constants import DEFAULT_RD_LATTICES, DEFAULT_RD_SQNRS, Coder, Lattice
 from .encoder import EncodeOptions, encode_tensors, sqnr_db
 from .errors import InvalidInputError, MissingDependencyError
 from .lattices import get_lattice
@@ -45,8 +45,6 @@ from .quantizer import squared_norm, sum_of_squares
 from .safetensors_io import TensorSpec, iter_checkpoint
 from .writer import atomic_write, write_file
 
-DEFAULT_RD_LATTICES = (Lattice.Z1, Lattice.E8)
-DEFAULT_RD_SQNRS = (20.0, 25.0, 30.0, 35.0, 40.0)
 ALLOCATIONS = ("step", "sqnr", "roles")
 _BLOCK = 1 << 20  # elements per block of the error sums (no full-size float64 temporaries)
 
