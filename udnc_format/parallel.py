@@ -34,7 +34,11 @@ def available_cores() -> int:
 
 
 def thread_count(threads: int | None) -> int:
-    """``threads`` checked, or every available core for None or 0."""
+    """``threads`` checked, or every available core for None or 0.
+
+    >>> thread_count(3), thread_count(None) == available_cores()
+    (3, True)
+    """
     if threads is None or threads == 0:
         return available_cores()
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:

@@ -116,7 +116,11 @@ def dither_words(
 def dither_levels(
     seed: int, stream: int, start: int, count: int, prng: Prng = Prng.PHILOX4X32_10
 ) -> np.ndarray:
-    """The 24-bit integers k = word >> 8 of spec §5.3 (uint32), so that r = k · 2^-24."""
+    """The 24-bit integers k = word >> 8 of spec §5.3 (uint32), so that r = k · 2^-24.
+
+    >>> dither_levels(0, 0, 0, 2, Prng.PHILOX4X64_10).tolist() == [0xCA36314C >> 8, 0x16554D9E >> 8]
+    True
+    """
     words = dither_words(seed, stream, start, count, prng)
     words >>= np.uint32(_LEVEL_SHIFT)  # in place: the generators return fresh buffers
     return words
@@ -134,7 +138,11 @@ def dither_centered(
 
 
 def centred_from_levels(levels: np.ndarray) -> np.ndarray:
-    """c = k · 2^-24 − 1/2 for the 24-bit levels k of :func:`dither_levels`, exact binary64."""
+    """c = k · 2^-24 − 1/2 for the 24-bit levels k of :func:`dither_levels`, exact binary64.
+
+    >>> centred_from_levels(np.array([0, 1 << 23, (1 << 24) - 1], np.uint32)).tolist()
+    [-0.5, 0.0, 0.4999999403953552]
+    """
     centred = levels.astype(np.float64)
     centred *= _UNIFORM_SCALE
     centred -= 0.5
