@@ -12,7 +12,7 @@ import pytest
 import zstandard
 from conftest import CODERS
 
-from udnc_format.coders import LEVEL_RANGES, compress, decompress
+from udnc_format.coders import LEVEL_RANGES, LZMA_LITERAL_PROPERTIES, compress, decompress
 from udnc_format.constants import Coder
 from udnc_format.errors import CorruptStreamError, InvalidInputError
 
@@ -79,6 +79,18 @@ def test_zstd_frames_declare_their_content_size() -> None:
     """spec §7: the zstd frame header declares Frame_Content_Size = raw_length."""
     for data in SAMPLES.values():
         assert zstandard.frame_content_size(compress(Coder.ZSTD, data)) == len(data)
+
+
+def test_lzma_literals_take_their_context_from_the_byte_position() -> None:
+    """The encoder's LZMA2 literal properties (coders.LZMA_LITERAL_PROPERTIES): the props byte
+    (pb · 5 + lp) · 9 + lc of the first LZMA2 chunk, after the 12-byte stream header and the
+    block header; any xz decoder reads the stream."""
+    data = np.arange(4096, dtype="<f4").tobytes()
+    stored = compress(Coder.LZMA, data)
+    block_header = (stored[12] + 1) * 4
+    props = LZMA_LITERAL_PROPERTIES
+    assert stored[12 + block_header + 5] == (props["pb"] * 5 + props["lp"]) * 9 + props["lc"]
+    assert lzma.decompress(stored) == data
 
 
 @pytest.mark.parametrize("delta", [-1, 1, 1000])
