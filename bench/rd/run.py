@@ -78,7 +78,13 @@ LOSSLESS = (("zipnn", "0"), ("zstd", "3"), ("zstd", "19"))
 TARGET_RANGE = (20.0, 40.0)
 MATCH_DB = 0.5
 DEFAULT_LEVEL = DEFAULT_LEVELS[Coder.ZSTD]
-MATCH_LEVELS = (DEFAULT_LEVEL, 19)
+# udnc at each peer point: the default coder, zstd at level 19, and LZMA at its default level
+# (slower encoding, same decoder); (coder, level, label suffix).
+MATCH_CODERS = (
+    ("zstd", DEFAULT_LEVEL, ""),
+    ("zstd", 19, " (zstd 19)"),
+    ("lzma", DEFAULT_LEVELS[Coder.LZMA], " (lzma)"),
+)
 GGUF_FACTOR = 0.85
 LAPLACE_SHAPE = (2048, 1024)
 
@@ -200,7 +206,12 @@ def laplace_checkpoint(directory: Path) -> Path:
 
 
 def udnc_row(
-    source: Source, setting: RDSetting, scratch: Path, label: str = "", level: int | None = None
+    source: Source,
+    setting: RDSetting,
+    scratch: Path,
+    label: str = "",
+    level: int | None = None,
+    coder: str = "zstd",
 ) -> Row:
     decoded: dict[str, np.ndarray] = {}
     point: RDPoint = measure_point(
@@ -208,6 +219,7 @@ def udnc_row(
         source.compared,
         setting,
         scratch,
+        coder=coder,
         level=level,
         on_decoded=decoded.__setitem__ if source.embedder else None,
     )
@@ -333,23 +345,21 @@ def measure_source(
                     if not have("udnc", f"{setting.curve}, {sqnr:g} dB"):
                         add(udnc_row(source, setting, scratch))
         # udnc at the SQNR of each peer point in the target range, with its best curve there,
-        # at the default zstd level and at level 19 (slower encoding, same decoder).
+        # with each of MATCH_CODERS.
         low, high = TARGET_RANGE
         for peer in [r for r in rows if r.tool in ("nncodec", "gguf")]:
             if not low <= peer.sqnr <= high:
                 continue
             curve = best_curve(rows, peer.sqnr)
-            for level in MATCH_LEVELS:
-                label = f"{curve}, at {peer.tool} {peer.setting}" + (
-                    f" (zstd {level})" if level != DEFAULT_LEVEL else ""
-                )
+            for coder, level, suffix in MATCH_CODERS:
+                label = f"{curve}, at {peer.tool} {peer.setting}{suffix}"
                 if have("udnc", label):
                     continue
-                row = udnc_row(
-                    source, setting_of(curve, round(peer.sqnr, 3)), scratch, label, level
-                )
+                setting = setting_of(curve, round(peer.sqnr, 3))
+                row = udnc_row(source, setting, scratch, label, level, coder)
                 row.extra["match"] = f"{peer.tool} {peer.setting}"
                 row.extra["level"] = level
+                row.extra["coder"] = coder
                 add(row)
         if source.key == "minilm" and not any("allocation" in r.extra for r in rows):
             rows += allocation_rows(source, scratch, log)
@@ -383,15 +393,17 @@ def allocation_rows(source: Source, scratch: Path, log: Callable[[str], None]) -
 
 
 def targets(rows: list[Row]) -> list[dict[str, Any]]:
-    """Per peer point in 20..40 dB: udnc at that SQNR (default zstd level, and level 19) and the
-    verdict (the SQNRs within 0.5 dB and udnc's bits within the target)."""
+    """Per peer point in 20..40 dB: udnc at that SQNR (default zstd level, level 19, LZMA) and
+    the verdict (the SQNRs within 0.5 dB and udnc's bits within the target)."""
     results = []
     peers = {f"{r.tool} {r.setting}": r for r in rows if r.tool in ("nncodec", "gguf")}
     for key, peer in peers.items():
         matches = {
-            r.extra.get("level", DEFAULT_LEVEL): r for r in rows if r.extra.get("match") == key
+            (r.extra.get("coder", "zstd"), r.extra.get("level", DEFAULT_LEVEL)): r
+            for r in rows
+            if r.extra.get("match") == key
         }
-        if DEFAULT_LEVEL not in matches:
+        if ("zstd", DEFAULT_LEVEL) not in matches:
             continue
         factor = 1.0 if peer.tool == "nncodec" else GGUF_FACTOR
         limit = factor * peer.bits_per_weight
@@ -399,7 +411,8 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
         def met(row: Row, peer: Row = peer, limit: float = limit) -> bool:
             return abs(row.sqnr - peer.sqnr) <= MATCH_DB and row.bits_per_weight <= limit
 
-        match, slow = matches[DEFAULT_LEVEL], matches.get(19)
+        match, slow = matches[("zstd", DEFAULT_LEVEL)], matches.get(("zstd", 19))
+        lzma = matches.get(("lzma", DEFAULT_LEVELS[Coder.LZMA]))
         results.append(
             {
                 "peer": key,
@@ -415,6 +428,9 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
                 "udnc_bits_zstd19": slow.bits_per_weight if slow else None,
                 "udnc_sqnr_zstd19": slow.sqnr if slow else None,
                 "met_zstd19": met(slow) if slow else None,
+                "udnc_bits_lzma": lzma.bits_per_weight if lzma else None,
+                "udnc_sqnr_lzma": lzma.sqnr if lzma else None,
+                "met_lzma": met(lzma) if lzma else None,
             }
         )
     return results
@@ -470,21 +486,21 @@ def verdict_lines(checks: list[dict[str, Any]]) -> list[str]:
             lines.append(f"{name}: no point of this peer in 20 to 40 dB was measured.")
             continue
         met = sum(c["met"] for c in mine)
-        slow = [c for c in mine if c.get("met_zstd19") is not None]
-        with_slow = (
-            f"; with zstd level 19 at {sum(c['met_zstd19'] for c in slow)} of {len(slow)}"
-            if slow
-            else ""
-        )
+        others = ""
+        for key, coder in (("zstd19", "zstd level 19"), ("lzma", "LZMA")):
+            measured = [c for c in mine if c.get(f"met_{key}") is not None]
+            if measured:
+                others += f"; with {coder} at {sum(c[f'met_{key}'] for c in measured)} of "
+                others += f"{len(measured)}"
         detail = "; ".join(
             f"{c['peer']} {c['peer_bits']:.3f} vs udnc {c['udnc_bits']:.3f}"
-            + (f" / {c['udnc_bits_zstd19']:.3f}" if c.get("udnc_bits_zstd19") else "")
+            + f" / {fmt(c.get('udnc_bits_zstd19'))} / {fmt(c.get('udnc_bits_lzma'))}"
             + f" at {c['peer_sqnr']:.2f} dB"
             for c in mine
         )
         lines.append(
             f"{name}: target met at {met} of {len(mine)} points with the default coder level"
-            f"{with_slow} (bits/weight, peer vs udnc default / zstd 19: {detail})."
+            f"{others} (bits/weight, peer vs udnc default / zstd 19 / LZMA: {detail})."
         )
     return lines
 
@@ -546,16 +562,18 @@ def render(document: dict[str, Any], rows_by_source: dict[str, list[Row]]) -> st
                 "### Targets (udnc at each peer point's SQNR, 20 to 40 dB)",
                 "",
                 "| peer point | peer bits/w | peer SQNR | udnc setting | udnc bits/w | udnc SQNR "
-                "| udnc / peer | target | met | udnc bits/w, zstd 19 | met, zstd 19 |",
-                "|---|--:|--:|---|--:|--:|--:|---|---|--:|---|",
+                "| udnc / peer | target | met | udnc bits/w, zstd 19 | met, zstd 19 "
+                "| udnc bits/w, LZMA | met, LZMA |",
+                "|---|--:|--:|---|--:|--:|--:|---|---|--:|---|--:|---|",
             ]
+            verdict = {True: "yes", False: "no", None: "–"}
             for c in checks:
-                slow = c.get("udnc_bits_zstd19")
-                slow_met = {True: "yes", False: "no", None: "–"}[c.get("met_zstd19")]
                 out.append(
                     f"| {c['peer']} | {c['peer_bits']:.3f} | {c['peer_sqnr']:.2f} | {c['udnc']} | "
                     f"{c['udnc_bits']:.3f} | {c['udnc_sqnr']:.2f} | {c['ratio']:.3f} | "
-                    f"{c['target']} | {'yes' if c['met'] else 'no'} | {fmt(slow)} | {slow_met} |"
+                    f"{c['target']} | {verdict[c['met']]} | {fmt(c.get('udnc_bits_zstd19'))} | "
+                    f"{verdict[c.get('met_zstd19')]} | {fmt(c.get('udnc_bits_lzma'))} | "
+                    f"{verdict[c.get('met_lzma')]} |"
                 )
             out += ["", *(f"- {line}" for line in verdict_lines(checks)), ""]
         out += [*(f"- {note}" for note in info["notes"]), ""]
