@@ -905,8 +905,8 @@ def markdown(results: dict[str, Any]) -> str:
     add(
         f"- **Reference encoder**: `udnc_format.save` as it is at commit {results['commit']}: "
         "symbol values packed in fields of 1, 2, 4 or 8 bits with escapes (spec §6.2; the "
-        "encoder picks the width per tensor, on its first chunk), each chunk of 2^20 weights "
-        f"compressed with zstd ({REF_PARAMETERS}, `udnc_format.coders`). "
+        "encoder picks the width per tensor, on a sample spread over it), each chunk of 2^20 "
+        f"weights compressed with zstd ({REF_PARAMETERS}, `udnc_format.coders`). "
         "Other coders at their default levels: "
         + ", ".join(f"{k} {v}" for k, v in results["default_levels"].items() if k != "raw")
         + "."
