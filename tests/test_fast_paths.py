@@ -263,3 +263,38 @@ def test_open_reads_the_header_and_get_tensor_its_own_chunks(tmp_path, monkeypat
         assert header < 1024
         assert handle.get_tensor("small").tolist() == list(np.arange(16.0))
         assert sum(reads) - header == 16 * 8
+
+
+def test_closing_the_workers_while_they_work_is_a_udnc_error() -> None:
+    """Workers shut down by another thread (a UDNCFile closed during a read): the tasks that
+    had not started are cancelled and the map raises UDNCError, not CancelledError; a map
+    started after the shutdown raises UDNCError, not the pool's RuntimeError."""
+    import threading
+
+    from udnc_format.parallel import Workers
+
+    workers = Workers(2)
+    running, release = threading.Semaphore(0), threading.Event()
+    outcome: list[object] = []
+
+    def task(item: int) -> int:
+        running.release()
+        release.wait(10)
+        return item
+
+    def work() -> None:
+        try:
+            outcome.append(workers.map(task, range(6)))
+        except Exception as exc:
+            outcome.append(exc)
+
+    mapper = threading.Thread(target=work)
+    mapper.start()
+    assert running.acquire(timeout=10) and running.acquire(timeout=10)  # four tasks queued
+    pool = workers._executor()
+    pool.shutdown(wait=False, cancel_futures=True)  # what close() does, without waiting
+    release.set()
+    mapper.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], udnc_format.UDNCError), outcome
+    with pytest.raises(udnc_format.UDNCError, match="closed"):
+        workers.map(task, range(3))

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import TypeVar
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, UDNCError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -73,9 +73,17 @@ class Workers:
         if self.threads <= 1 or len(work) <= 1:
             return [function(item) for item in work]
         pool = self._executor()
-        futures = [pool.submit(function, item) for item in work]
+        futures: list[Future[R]] = []
         try:
-            return [future.result() for future in futures]
+            try:
+                for item in work:
+                    futures.append(pool.submit(function, item))
+            except RuntimeError as exc:  # the pool was shut down by close() in another thread
+                raise UDNCError("closed while decoding or encoding") from exc
+            try:
+                return [future.result() for future in futures]
+            except CancelledError as exc:
+                raise UDNCError("closed while decoding or encoding") from exc
         finally:
             for future in futures:  # after a failure, stop what has not started
                 future.cancel()
