@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from udnc_conformance.generate import edit_body as edit_header_body
 from udnc_conformance.generate import iter_chunk_containers
+from udnc_conformance.runner import kept_mask
 
 import udnc_format
 from udnc_format import layout
@@ -110,20 +111,10 @@ def info_of(data: bytes, name: str) -> udnc_format.TensorInfo:
 
 def stored_mask(data: bytes, name: str) -> np.ndarray | None:
     """The kept-weights mask of a quantized tensor, read from the file's mask stream (None
-    without pruning); decoded here with the coders directly, not with the tensor decoder."""
-    from udnc_format.coders import decompress
-
+    without pruning); decoded with the coders directly, not with the tensor decoder."""
     with udnc_format.UDNCFile(data) as handle:
         entry = next(t for t in handle.header.tensors if t.name == name)
-    q = entry.quantized
-    if q is None or q.mask is None:
-        return None
-    raw = b"".join(
-        decompress(q.mask.coder, data[c.offset : c.offset + c.stored_length], c.raw_length)
-        for c in q.mask.chunks
-    )
-    bits = np.unpackbits(np.frombuffer(raw, np.uint8), bitorder="little")
-    return bits[: entry.elements].astype(bool)
+    return kept_mask(data, entry)
 
 
 def assert_within_quantizer_bound(

@@ -684,9 +684,10 @@ def sqnr_db(original: np.ndarray, decoded: np.ndarray) -> float:
     return 10 * math.log10(signal_ / noise) if signal_ else -math.inf
 
 
-def _kept_mask(data: bytes, entry: Any) -> np.ndarray | None:
-    """The mask of kept weights from the file's mask stream (None without one); the file has
-    been decoded by the reference decoder already, so its chunks are known to be sound."""
+def kept_mask(data: bytes, entry: Any) -> np.ndarray | None:
+    """The mask of kept weights of ``entry`` (a header TensorEntry) read from the file's mask
+    stream with the coders alone, not with the tensor decoder (None without one); the chunks
+    must be known sound (the file decoded already)."""
     from udnc_format.coders import decompress
 
     q = entry.quantized
@@ -761,7 +762,7 @@ def _check_tensor(
     problems = _declaration_problems(name, info, options)
     if problems:
         return "; ".join(problems)
-    kept = _kept_mask(data, entry)
+    kept = kept_mask(data, entry)
     size = original.size
     prune = float(options.get("prune") or 0.0)
     most_pruned = math.floor(prune * size)
