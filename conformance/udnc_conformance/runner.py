@@ -86,6 +86,22 @@ class Outcome:
     reported_error: str | None = None  # the kind the implementation printed, if any
     options: dict[str, Any] | None = None  # encoder cases: OPTIONS.json
 
+    @classmethod
+    def of(cls, case: Any, result: str, done: Completed, reason: str, **extra: Any) -> Outcome:
+        """The outcome of running ``case`` (``reason`` empty when it passed)."""
+        return cls(
+            id=case.id,
+            result=result,
+            passed=not reason,
+            reason=reason,
+            seconds=round(done.seconds, 3),
+            exit_code=done.exit_code,
+            stderr_tail=done.stderr,
+            features=list(case.features),
+            reported_error=reported_error(done.stderr),
+            **extra,
+        )
+
 
 # ---------------------------------------------------------------------------------------------
 # Running a command
@@ -439,18 +455,7 @@ def run_decoder_case(case: Case, command: Sequence[str], timeout: float) -> Outc
         reason = _judge_decoder(case, done, timeout, target, left)
         if not reason and _sha256(source) != before:
             reason = "the decoder modified its input file"
-    return Outcome(
-        id=case.id,
-        result=case.result,
-        passed=not reason,
-        reason=reason,
-        seconds=round(done.seconds, 3),
-        exit_code=done.exit_code,
-        stderr_tail=done.stderr,
-        features=list(case.features),
-        expected_error=case.error,
-        reported_error=reported_error(done.stderr),
-    )
+    return Outcome.of(case, case.result, done, reason, expected_error=case.error)
 
 
 def _judge_decoder(
@@ -838,18 +843,7 @@ def run_encoder_case(case: EncoderCase, command: Sequence[str], timeout: float) 
             reason = f"{_exit_reason(done, timeout)}{_stderr_line(done.stderr)}"
         else:
             reason = check_encoder_output(target, case.options, tensors, roles, metadata)
-    return Outcome(
-        id=case.id,
-        result="valid",
-        passed=not reason,
-        reason=reason,
-        seconds=round(done.seconds, 3),
-        exit_code=done.exit_code,
-        stderr_tail=done.stderr,
-        features=list(case.features),
-        reported_error=reported_error(done.stderr),
-        options=case.options,
-    )
+    return Outcome.of(case, "valid", done, reason, options=case.options)
 
 
 # ---------------------------------------------------------------------------------------------
