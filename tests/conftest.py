@@ -40,6 +40,7 @@ settings.register_profile(
 settings.load_profile("udnc")
 
 LATTICES = ["Z1", "Z2", "Z3", "Z4", "Z5", "Z6", "Z7", "Z8", "A2", "D4", "E8"]
+TRELLISES = ["TCQ4", "TCQ16", "TCQ64", "TCQ256"]  # spec §6.8: scalar, sequence-dependent
 CODERS = ["raw", "zstd", "lzma", "bz2", "deflate"]
 QUANTIZABLE_DTYPES = [np.float16, "bfloat16", np.float32, np.float64]
 
@@ -52,6 +53,8 @@ COVERING_RADIUS = {"A2": 1.0 / math.sqrt(3.0), "D4": 1.0, "E8": 1.0}
 
 def dimension(lattice: str) -> int:
     """n of a lattice name."""
+    if lattice in TRELLISES:
+        return 1
     return {"A2": 2, "D4": 4, "E8": 8}.get(lattice) or int(lattice[1:])
 
 

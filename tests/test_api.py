@@ -94,7 +94,7 @@ def test_udncfile_reads_buffers(wrap, rng) -> None:
 def test_exports() -> None:
     for name in udnc_format.__all__:
         assert hasattr(udnc_format, name), name
-    assert udnc_format.FORMAT_VERSION == (1, 1)
+    assert udnc_format.FORMAT_VERSION == (1, 2)
 
 
 # ---------------------------------------------------------------------------------------------

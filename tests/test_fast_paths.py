@@ -101,7 +101,7 @@ def test_encoding_does_not_depend_on_threads(options: dict) -> None:
 def test_default_generator_is_philox4x64() -> None:
     with udnc_format.UDNCFile(udnc_format.save(WEIGHTS, sqnr=20)) as handle:
         assert handle.header.tensors[0].quantized.prng is Prng.PHILOX4X64_10
-        assert handle.header.minor == 1
+        assert handle.header.minor == 2
     data = udnc_format.save(WEIGHTS, sqnr=20, prng="philox4x32_10")
     with udnc_format.UDNCFile(data) as handle:
         assert handle.header.tensors[0].quantized.prng is Prng.PHILOX4X32_10

@@ -55,22 +55,40 @@ def golden_passthrough() -> bytes:
     )
 
 
+def golden_tcq16_dithered() -> bytes:
+    """A trellis lattice (spec §6.8) over two segments, with dither, a mask and padding-free
+    weights: pins the encoder's trellis search as well as the decoder."""
+    return udnc_format.save(
+        {"w": ramp((3, 3000)).astype(np.float32)},
+        lattice="TCQ16",
+        step=0.02,
+        seed=7,
+        prune=0.1,
+        coder="raw",
+    )
+
+
 # name -> (builder, sha256 of the file, sha256 of the decoded tensors' bytes in file order)
 GOLDEN = {
     "z1_zstd": (
         golden_z1_zstd,
-        "be14676401ceced0ab31d821479b89d44a60e10a25bbe7f6280e4f1b78794275",
+        "3bb5da4577a4a77ae64664447335dbe06c69d841c1f0298f7358b85b2b657554",
         "1aa38c005b3ced08b06614b7aca05c44d1f11657356bffcc212666069777dbf2",
     ),
     "e8_dithered": (
         golden_e8_dithered,
-        "e9ed311373fdacac8ed478c0b7d584d210fa1470ad8a7fcfa7d895bdef500b2f",
+        "eade607ea734ee95b712a9c906b7a3bafd47e7daeb28203f643f61fc69e96c0d",
         "dc407427fcb7cd46385d288260f12370bbea1cabe9b1afe21aeb0d4e2ac8dcdb",
     ),
     "passthrough": (
         golden_passthrough,
-        "c0ed88f5d47937454eccadf315df36a5a2baca17d8efd7e654d4686668f8f00f",
+        "c069d7bedaed2588d6ecf0e43c247f66d3c809ac0192f49cfdbda93696684bce",
         "693f9155db56e7ed11a18567c99a0f21fce51e3f85a6ade711873f2b9de1d51b",
+    ),
+    "tcq16_dithered": (
+        golden_tcq16_dithered,
+        "fe32e89bbd68037f6915bbaa4894a3d669c687e2d2e48225d0e017c03b68440f",
+        "aeb7b1c75cee1f4020e381daa42e040f7935f276b5be01b41816d19c1a5e0a0d",
     ),
 }
 
@@ -99,17 +117,17 @@ def test_golden_decoded_values(name: str) -> None:
 
 @pytest.mark.parametrize("name", list(GOLDEN))
 def test_preamble(name: str) -> None:
-    """magic, major 1, minor 1 (little-endian u16), header length (u32), and the header CRC
+    """magic, major 1, minor 2 (little-endian u16), header length (u32), and the header CRC
     over preamble and header body (spec §2)."""
     data = GOLDEN[name][0]()
     assert data[:8] == b"\x89UDNC\r\n\x1a"
     assert data[8:10] == b"\x01\x00"
-    assert data[10:12] == b"\x01\x00"
+    assert data[10:12] == b"\x02\x00"
     length = int.from_bytes(data[12:16], "little")
     assert 12 <= length < len(data) - 20
     crc = int.from_bytes(data[16 + length : 20 + length], "little")
     assert crc == zlib.crc32(data[: 16 + length])
-    assert udnc_format.FORMAT_VERSION == (1, 1)
+    assert udnc_format.FORMAT_VERSION == (1, 2)
 
 
 def test_passthrough_golden_metadata() -> None:

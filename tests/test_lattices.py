@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import (
     LATTICES,
+    TRELLISES,
     assert_within_quantizer_bound,
     covering_radius,
     dimension,
@@ -106,7 +107,8 @@ def nearest(name: str, targets: np.ndarray) -> np.ndarray:
 
 
 def test_registry_lists_every_lattice() -> None:
-    assert [c.lattice.name for c in all_lattices()] == LATTICES
+    names = [c.lattice.name for c in all_lattices()]
+    assert names == LATTICES + TRELLISES
     assert all(c.dim == dimension(c.lattice.name) for c in all_lattices())
 
 

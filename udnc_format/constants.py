@@ -12,7 +12,7 @@ import enum
 # spec §2: the 16-byte preamble.
 MAGIC = b"\x89UDNC\r\n\x1a"
 VERSION_MAJOR = 1
-VERSION_MINOR = 1  # 1.1 adds prng 2, Philox4x64-10 (spec §5)
+VERSION_MINOR = 2  # 1.1 adds prng 2, Philox4x64-10 (spec §5); 1.2 the TCQ lattices (§6.8)
 PREAMBLE_SIZE = 16
 HEADER_CRC_SIZE = 4
 
@@ -122,6 +122,27 @@ class Lattice(enum.IntEnum):
     A2 = 16
     D4 = 17
     E8 = 18
+    # Trellis-coded quantization (spec §6.8, version 1.2): 32 + ν for 2^ν states.
+    TCQ4 = 34
+    TCQ16 = 36
+    TCQ64 = 38
+    TCQ256 = 40
+
+
+# spec §6.8: the parity delays J of each TCQ lattice's trellis, q_t = q_{t−ν} XOR p_{t−j} (j in
+# J), found by measuring every choice on Laplace data (bench/rd/trellis.md). TCQ4 is the
+# dependent quantization of H.266/VVC.
+TRELLIS_DELAYS: dict[Lattice, tuple[int, ...]] = {
+    Lattice.TCQ4: (1,),
+    Lattice.TCQ16: (1, 2, 3),
+    Lattice.TCQ64: (1, 4, 5),
+    Lattice.TCQ256: (1, 2, 4, 6, 7),
+}
+TRELLIS_SEGMENT = 4096  # §6.8: the trellis restarts every 4096 kept weights
+MIN_TRELLIS_MINOR = 2  # the TCQ lattices need version 1.2
+# The reference encoder's weight of rate against squared error (in units of the scale²) in its
+# trellis search: 0.2 gives the least rate at equal SQNR on MiniLM and Laplace data.
+TRELLIS_LAMBDA = 0.2
 
 
 class Coder(enum.IntEnum):

@@ -32,6 +32,8 @@ from .constants import (
     MAX_DITHER_STREAM,
     MAX_NAME_BYTES,
     MAX_NDIM,
+    TRELLIS_DELAYS,
+    TRELLIS_SEGMENT,
     Coder,
     Dtype,
     Lattice,
@@ -98,7 +100,8 @@ def _enum_option(key: str, kind: type[E], value: object) -> E:
 class EncodeOptions:
     """What the encoder is asked to do; ``save(tensors, **options)`` takes these as keywords.
 
-    lattice      "Z1".."Z8", "A2", "D4" or "E8"
+    lattice      "Z1".."Z8", "A2", "D4", "E8", or a trellis "TCQ4", "TCQ16", "TCQ64",
+                 "TCQ256" (fewest bits at a given SQNR; slower to encode, format 1.2)
     step         Δ, the lattice scaled so that its cell volume is Δ^n: one number for every
                  quantized tensor, or a mapping from tensor name to Δ (others use ``sqnr``)
     sqnr         target signal-to-quantization-noise ratio in dB per tensor (default 38); with
@@ -197,6 +200,11 @@ class EncodeOptions:
         _require(_is_int(self.min_ndim), "min_ndim must be an integer", self.min_ndim)
         _require(
             self.prng is not Prng.NONE, "prng must be a generator (dither=False: none)", self.prng
+        )
+        _require(
+            not (self.codebook and self.lattice in TRELLIS_DELAYS),
+            "codebook is not available with a trellis (TCQ) lattice (spec §6.8)",
+            self.lattice.name,
         )
         _require(
             _is_int(self.first_dither_stream)
@@ -476,7 +484,10 @@ def _quantize_values(
 
 
 def chunk_vectors_for(options: EncodeOptions, lattice: Lattice) -> int:
-    return max(1, options.chunk_weights // get_lattice(lattice).dim)
+    vectors = max(1, options.chunk_weights // get_lattice(lattice).dim)
+    if lattice in TRELLIS_DELAYS:  # spec §6.8: every chunk starts a trellis segment
+        vectors = max(TRELLIS_SEGMENT, vectors - vectors % TRELLIS_SEGMENT)
+    return vectors
 
 
 def _symbol_values(q: QuantizedTensor, first: int, last: int) -> np.ndarray:

@@ -25,6 +25,8 @@ from .constants import (
     MAX_HEADER_LENGTH,
     MAX_NDIM,
     PREAMBLE_SIZE,
+    TRELLIS_DELAYS,
+    TRELLIS_SEGMENT,
     VERSION_MAJOR,
     VERSION_MINOR,
     Coder,
@@ -496,6 +498,14 @@ def _check_quantized(entry: TensorEntry, q: LatticeParams, where: str) -> None:
         raise LayoutError(f"{where}: seed and dither stream must be 0 without dither")
     if q.chunk_vectors == 0:
         raise LayoutError(f"{where}: chunk_vectors is 0")
+    if q.lattice in TRELLIS_DELAYS:  # spec §6.8
+        if q.codebook is not None:
+            raise LayoutError(f"{where}: lattice {q.lattice.name} has no codebook mode")
+        if q.chunk_vectors % TRELLIS_SEGMENT:
+            raise LayoutError(
+                f"{where}: chunk_vectors {q.chunk_vectors} is not a multiple of the trellis "
+                f"segment {TRELLIS_SEGMENT}"
+            )
     dim = q.dim
     if q.codebook is None:
         if q.codebook_size:

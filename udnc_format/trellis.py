@@ -1,0 +1,155 @@
+"""Trellis-coded quantization (spec §6.8, version 1.2): the dependent scalar quantizer of the
+TCQ lattices.
+
+Two scalar quantizers share the scale: Q0 with the even levels 2σ, Q1 with 0 and the odd levels
+2σ − sgn σ. Which of them codes weight t follows from the parities of the symbols before it,
+
+    q_t = q_{t−ν} XOR p_{t−j1} XOR p_{t−j2} XOR …   (p = σ mod 2; 0 before a segment starts)
+
+a rate-1/2 trellis code with 2^ν states (Ungerboeck's parity-check form with h0 = 1 + D^ν),
+restarted every TRELLIS_SEGMENT weights. The encoder searches the trellis (Viterbi) for the
+symbol sequence of least distortion plus λ·rate; the decoder only follows the parities. At equal
+entropy the sequences it reaches are 0.15 (4 states) to 0.2 bit/weight (256 states) better than
+rounding to Z (bench/rd): most of the 1.53 dB between scalar quantization and the rate-distortion
+bound (Marcellin & Fischer, "Trellis coded quantization of memoryless and Gauss-Markov sources",
+IEEE Trans. Comm. 38(1), 1990). The symbols stay small integers with one zeroth-order
+distribution, the statistics a universal coder models best.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .constants import TRELLIS_LAMBDA, TRELLIS_SEGMENT
+
+# Rate estimates cover symbols up to this magnitude; larger ones cost as much as the largest.
+_RATE_TABLE_LIMIT = 1 << 15
+# Renormalize the path costs this often, so that float32 keeps their differences exact enough.
+_RENORMALIZE_EVERY = 256
+
+
+@dataclass(frozen=True)
+class Trellis:
+    """A trellis of spec §6.8: memory ν (2^ν states) and the parity delays J (all < ν)."""
+
+    memory: int
+    delays: tuple[int, ...]
+
+    @property
+    def states(self) -> int:
+        return 1 << self.memory
+
+    @property
+    def _parity_mask(self) -> int:
+        return sum(1 << (j - 1) for j in self.delays)
+
+    def quantizers(self, symbols: np.ndarray) -> np.ndarray:
+        """q_t (uint8, 0 or 1) of a symbol sequence that starts at a segment boundary."""
+        count = symbols.size
+        rows = -(-count // TRELLIS_SEGMENT)
+        parity = np.zeros((rows, TRELLIS_SEGMENT), dtype=np.uint8)
+        parity.reshape(-1)[:count] = symbols.reshape(-1) & 1
+        # u_t = XOR of p_{t−j}; then q_t = q_{t−ν} XOR u_t, a running XOR over every ν-th weight.
+        columns = -(-TRELLIS_SEGMENT // self.memory) * self.memory
+        running = np.zeros((rows, columns), dtype=np.uint8)
+        for delay in self.delays:
+            running[:, delay:TRELLIS_SEGMENT] ^= parity[:, : TRELLIS_SEGMENT - delay]
+        grid = running.reshape(rows, -1, self.memory)
+        np.bitwise_xor.accumulate(grid, axis=1, out=grid)
+        return running[:, :TRELLIS_SEGMENT].reshape(-1)[:count]
+
+    def levels(self, symbols: np.ndarray) -> np.ndarray:
+        """The integer levels ℓ_t (int64) of a symbol sequence starting at a segment boundary:
+        2σ under Q0, 2σ − sgn σ under Q1."""
+        flat = symbols.reshape(-1).astype(np.int64)
+        return 2 * flat - self.quantizers(flat) * np.sign(flat)
+
+    def search(self, targets: np.ndarray, weight: float = TRELLIS_LAMBDA) -> np.ndarray:
+        """Symbols (int64) whose levels come close to ``targets`` (binary64, starting at a
+        segment boundary): the least Σ(target − ℓ)² + weight·bits path, with the bits of a
+        zeroth-order model of the symbols fitted to the targets in two passes."""
+        flat = targets.reshape(-1)
+        if flat.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        limit = int(min(np.abs(flat).max() / 2 + 3, _RATE_TABLE_LIMIT))
+        bits = _bits_of(np.rint(flat / 2).astype(np.int64), limit)
+        for _ in range(2):
+            symbols = self._viterbi(flat, weight * bits, limit)
+            bits = _bits_of(symbols, limit)
+        return symbols
+
+    def _viterbi(self, targets: np.ndarray, rate: np.ndarray, limit: int) -> np.ndarray:
+        count = targets.size
+        rows = -(-count // TRELLIS_SEGMENT)
+        padded = np.zeros(rows * TRELLIS_SEGMENT)
+        padded[:count] = targets
+        cost, choice = _branches(padded, rate, limit)
+        # (q, p, row, t): the best cost and symbol of each branch kind at each weight.
+        cost = cost.reshape(2, 2, rows, TRELLIS_SEGMENT)
+        choice = choice.reshape(2, 2, rows, TRELLIS_SEGMENT)
+        # State s holds the pending parity sums; q(s) = s & 1 and parity p leads to
+        # rotr(s) XOR p·mask. Every state s' has the two predecessors rotl(s' XOR p·mask), both
+        # under the quantizer of the top bit of s'.
+        states, memory, mask = self.states, self.memory, self._parity_mask
+        every = np.arange(states)
+        rotl = ((every << 1) | (every >> (memory - 1))) & (states - 1)
+        from_even = rotl
+        from_odd = rotl[every ^ mask]
+        half = states // 2
+        path = np.full((rows, states), np.inf, dtype=np.float32)
+        path[:, 0] = 0.0
+        took_odd = np.empty((TRELLIS_SEGMENT, rows, states), dtype=bool)
+        for t in range(TRELLIS_SEGMENT):
+            step = cost[:, :, :, t].astype(np.float32)
+            even = path[:, from_even].reshape(rows, 2, half)
+            even += step[:, 0].T[:, :, None]
+            odd = path[:, from_odd].reshape(rows, 2, half)
+            odd += step[:, 1].T[:, :, None]
+            np.less(odd, even, out=took_odd[t].reshape(rows, 2, half))
+            path = np.minimum(even, odd).reshape(rows, states)
+            if t % _RENORMALIZE_EVERY == _RENORMALIZE_EVERY - 1:
+                path -= path.min(axis=1, keepdims=True)
+        state = np.argmin(path, axis=1)
+        every_row = np.arange(rows)
+        symbols = np.empty((rows, TRELLIS_SEGMENT), dtype=np.int64)
+        for t in range(TRELLIS_SEGMENT - 1, -1, -1):
+            parity = took_odd[t, every_row, state]
+            quantizer = state >> (memory - 1)
+            symbols[:, t] = choice[quantizer, parity.view(np.uint8), every_row, t]
+            state = np.where(parity, from_odd[state], from_even[state])
+        return symbols.reshape(-1)[:count]
+
+
+def _bits_of(symbols: np.ndarray, limit: int) -> np.ndarray:
+    """−log2 of each symbol's smoothed frequency, for the symbols −limit … limit."""
+    counts = np.bincount(np.clip(symbols, -limit, limit) + limit, minlength=2 * limit + 1)
+    smoothed = counts + 0.5
+    return -np.log2(smoothed / smoothed.sum())
+
+
+def _branches(targets: np.ndarray, rate: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """For every weight, quantizer q and parity p: the least distortion + rate over the four
+    magnitudes nearest the target, and its symbol (arrays (2, 2, count))."""
+    magnitude = np.abs(targets)
+    sign = np.where(targets < 0, -1, 1)
+    cost = np.full((2, 2, targets.size), np.inf)
+    choice = np.zeros((2, 2, targets.size), dtype=np.int64)
+    for quantizer in (0, 1):
+        # Q0's level of magnitude m is 2m, Q1's is 2m − 1 (0 for m = 0).
+        nearest = np.floor((magnitude + quantizer) / 2).astype(np.int64)
+        for offset in (-1, 0, 1, 2):
+            candidate = nearest + offset
+            valid = candidate >= 0
+            candidate = np.maximum(candidate, 0)
+            level = 2 * candidate - quantizer * (candidate > 0)
+            symbol = sign * candidate
+            total = (magnitude - level) ** 2 + rate[np.clip(symbol, -limit, limit) + limit]
+            total[~valid] = np.inf
+            parity = candidate & 1
+            for p in (0, 1):
+                better = (parity == p) & (total < cost[quantizer, p])
+                cost[quantizer, p][better] = total[better]
+                choice[quantizer, p][better] = symbol[better]
+    return cost, choice
