@@ -41,7 +41,7 @@ settings.load_profile("udnc")
 
 LATTICES = ["Z1", "Z2", "Z3", "Z4", "Z5", "Z6", "Z7", "Z8", "A2", "D4", "E8"]
 TRELLISES = ["TCQ4", "TCQ16", "TCQ64", "TCQ256"]  # spec §6.8: scalar, sequence-dependent
-CODERS = ["raw", "zstd", "lzma", "bz2", "deflate"]
+CODERS = ["raw", "zstd", "lzma", "bz2", "deflate", "rans"]
 QUANTIZABLE_DTYPES = [np.float16, "bfloat16", np.float32, np.float64]
 
 # Normalized second moments G(Λ) (Conway & Sloane, SPLAG, table 2.3).

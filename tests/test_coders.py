@@ -17,6 +17,9 @@ from udnc_format.constants import Coder
 from udnc_format.errors import CorruptStreamError, InvalidInputError
 
 COMPRESSING = [name for name in CODERS if name != "raw"]
+# Streams that carry their own length, so that a longer content is a bomb; a rANS stream decodes
+# to exactly the length it is given (tests/test_rans.py).
+SELF_DELIMITING = [name for name in COMPRESSING if name != "rans"]
 BOMB_SIZE = 100 << 20
 
 
@@ -121,7 +124,7 @@ def test_truncated_or_garbage_data_is_corrupt_stream(name: str) -> None:
             decompress(coder(name), broken, len(data))
 
 
-@pytest.mark.parametrize("name", COMPRESSING)
+@pytest.mark.parametrize("name", SELF_DELIMITING)
 def test_decompression_bomb_is_corrupt_stream(name: str, bombs: dict[str, bytes]) -> None:
     """100 MB of zeros declared as 1000 bytes fails, without producing the 100 MB."""
     tracemalloc.start()

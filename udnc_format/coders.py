@@ -12,6 +12,7 @@ import zlib
 
 import zstandard
 
+from . import rans
 from .constants import Coder
 from .errors import CorruptStreamError, InvalidInputError
 
@@ -22,6 +23,7 @@ DEFAULT_LEVELS: dict[Coder, int] = {
     Coder.LZMA: 6,
     Coder.BZ2: 9,
     Coder.DEFLATE: 9,
+    Coder.RANS: 0,
 }
 # Longer minimum matches keep zstd from spending bits on the short chance repeats of packed
 # symbols (bench/entropy: 1 to 15 points of overhead at the same speed).
@@ -38,6 +40,7 @@ LEVEL_RANGES: dict[Coder, tuple[int, int]] = {
     Coder.LZMA: (0, 9),
     Coder.BZ2: (1, 9),
     Coder.DEFLATE: (0, 9),
+    Coder.RANS: (0, 0),
 }
 
 
@@ -70,6 +73,8 @@ def compress(coder: Coder, data: bytes | memoryview, level: int | None = None) -
         return bz2.compress(data, compresslevel=level)
     if coder is Coder.DEFLATE:
         return zlib.compress(data, level)
+    if coder is Coder.RANS:
+        return rans.encode(data)
     raise InvalidInputError(f"unknown coder {coder!r}")
 
 
@@ -119,6 +124,8 @@ def _decompress(coder: Coder, data: bytes, raw_length: int) -> bytes:
         out = zlib_stream.decompress(data, raw_length + 1)
         _check_finished(zlib_stream.eof, zlib_stream.unused_data)
         return out
+    if coder is Coder.RANS:
+        return rans.decode(data, raw_length)
     raise CorruptStreamError(f"unknown coder {coder!r}")
 
 

@@ -12,7 +12,7 @@ import enum
 # spec §2: the 16-byte preamble.
 MAGIC = b"\x89UDNC\r\n\x1a"
 VERSION_MAJOR = 1
-VERSION_MINOR = 2  # 1.1 adds prng 2, Philox4x64-10 (spec §5); 1.2 the TCQ lattices (§6.8)
+VERSION_MINOR = 2  # 1.1: prng 2, Philox4x64-10 (spec §5); 1.2: TCQ lattices (§6.8), rANS (§7.1)
 PREAMBLE_SIZE = 16
 HEADER_CRC_SIZE = 4
 
@@ -153,6 +153,7 @@ class Coder(enum.IntEnum):
     LZMA = 2
     BZ2 = 3
     DEFLATE = 4
+    RANS = 5  # version 1.2: interleaved rANS with the chunk's byte frequencies (§7.1)
 
 
 class Prng(enum.IntEnum):
