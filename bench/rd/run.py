@@ -64,7 +64,7 @@ roundtrip = sys.modules["roundtrip"] = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(roundtrip)  # sentences, cosine, model location, environment record
 
 PEERS_PYTHON = Path(os.environ.get("UDNC_PEERS_VENV", HERE / ".venv")) / "bin" / "python"
-LATTICES = (Lattice.Z1, Lattice.A2, Lattice.D4, Lattice.E8)
+LATTICES = (Lattice.Z1, Lattice.A2, Lattice.D4, Lattice.E8, Lattice.TCQ64, Lattice.TCQ256)
 SQNRS = (20.0, 25.0, 30.0, 35.0, 40.0)
 # NNCodec's step is absolute, (4 + (qp & 3)) * 2^((qp >> 2) - 2): the QPs that span about 20 to
 # 40 dB differ by the sources' scale (MiniLM's weights have an RMS of 0.058, Laplace(0, 1) 1.41).
@@ -78,13 +78,14 @@ LOSSLESS = (("zipnn", "0"), ("zstd", "3"), ("zstd", "19"))
 TARGET_RANGE = (20.0, 40.0)
 MATCH_DB = 0.5
 DEFAULT_LEVEL = DEFAULT_LEVELS[Coder.ZSTD]
-# udnc at each peer point: the default coder, zstd at level 19, and LZMA at its default level
-# (slower encoding, same decoder); (coder, level, label suffix).
+# udnc at each peer point: the default coder and rANS (format 1.2, within 0.012 bit of the
+# chunks' zeroth-order entropy); (coder, level, label suffix, column name). Earlier runs (git
+# history of results.md) also measured zstd level 19 and LZMA, within 2 % of the default.
 MATCH_CODERS = (
-    ("zstd", DEFAULT_LEVEL, ""),
-    ("zstd", 19, " (zstd 19)"),
-    ("lzma", DEFAULT_LEVELS[Coder.LZMA], " (lzma)"),
+    ("zstd", DEFAULT_LEVEL, "", "zstd"),
+    ("rans", DEFAULT_LEVELS[Coder.RANS], " (rans)", "rANS"),
 )
+SPEED_CURVES = ("E8, no dither", "TCQ256, no dither")
 GGUF_FACTOR = 0.85
 LAPLACE_SHAPE = (2048, 1024)
 
@@ -351,7 +352,7 @@ def measure_source(
             if not low <= peer.sqnr <= high:
                 continue
             curve = best_curve(rows, peer.sqnr)
-            for coder, level, suffix in MATCH_CODERS:
+            for coder, level, suffix, _ in MATCH_CODERS:
                 label = f"{curve}, at {peer.tool} {peer.setting}{suffix}"
                 if have("udnc", label):
                     continue
@@ -393,8 +394,8 @@ def allocation_rows(source: Source, scratch: Path, log: Callable[[str], None]) -
 
 
 def targets(rows: list[Row]) -> list[dict[str, Any]]:
-    """Per peer point in 20..40 dB: udnc at that SQNR (default zstd level, level 19, LZMA) and
-    the verdict (the SQNRs within 0.5 dB and udnc's bits within the target)."""
+    """Per peer point in 20..40 dB: udnc at that SQNR with each of MATCH_CODERS and the verdict
+    (the SQNRs within 0.5 dB and udnc's bits within the target)."""
     results = []
     peers = {f"{r.tool} {r.setting}": r for r in rows if r.tool in ("nncodec", "gguf")}
     for key, peer in peers.items():
@@ -407,30 +408,22 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
             continue
         factor = 1.0 if peer.tool == "nncodec" else GGUF_FACTOR
         limit = factor * peer.bits_per_weight
-
-        def met(row: Row, peer: Row = peer, limit: float = limit) -> bool:
-            return abs(row.sqnr - peer.sqnr) <= MATCH_DB and row.bits_per_weight <= limit
-
-        match, slow = matches[("zstd", DEFAULT_LEVEL)], matches.get(("zstd", 19))
-        lzma = matches.get(("lzma", DEFAULT_LEVELS[Coder.LZMA]))
+        default = matches[("zstd", DEFAULT_LEVEL)]
+        coders = {}
+        for coder, level, _, column in MATCH_CODERS:
+            row = matches.get((coder, level))
+            if row is not None:
+                met = abs(row.sqnr - peer.sqnr) <= MATCH_DB and row.bits_per_weight <= limit
+                coders[column] = {"bits": row.bits_per_weight, "sqnr": row.sqnr, "met": met}
         results.append(
             {
                 "peer": key,
                 "peer_bits": peer.bits_per_weight,
                 "peer_sqnr": peer.sqnr,
-                "udnc": match.setting.split(", at ")[0],
-                "udnc_bits": match.bits_per_weight,
-                "udnc_sqnr": match.sqnr,
-                "ratio": match.bits_per_weight / peer.bits_per_weight,
+                "udnc": default.setting.split(", at ")[0],
                 "limit_bits": limit,
                 "target": f"<= {factor:g} x",
-                "met": met(match),
-                "udnc_bits_zstd19": slow.bits_per_weight if slow else None,
-                "udnc_sqnr_zstd19": slow.sqnr if slow else None,
-                "met_zstd19": met(slow) if slow else None,
-                "udnc_bits_lzma": lzma.bits_per_weight if lzma else None,
-                "udnc_sqnr_lzma": lzma.sqnr if lzma else None,
-                "met_lzma": met(lzma) if lzma else None,
+                "coders": coders,
             }
         )
     return results
@@ -480,27 +473,26 @@ def plot(title: str, rows: list[Row], path: Path) -> None:
 
 def verdict_lines(checks: list[dict[str, Any]]) -> list[str]:
     lines = []
+    columns = [column for *_, column in MATCH_CODERS]
     for kind, name in (("nncodec", "NNCodec"), ("gguf", "GGUF")):
         mine = [c for c in checks if c["peer"].startswith(kind)]
         if not mine:
             lines.append(f"{name}: no point of this peer in 20 to 40 dB was measured.")
             continue
-        met = sum(c["met"] for c in mine)
-        others = ""
-        for key, coder in (("zstd19", "zstd level 19"), ("lzma", "LZMA")):
-            measured = [c for c in mine if c.get(f"met_{key}") is not None]
-            if measured:
-                others += f"; with {coder} at {sum(c[f'met_{key}'] for c in measured)} of "
-                others += f"{len(measured)}"
+        counts = []
+        for column in columns:
+            measured = [c["coders"][column] for c in mine if column in c["coders"]]
+            met = sum(m["met"] for m in measured)
+            counts.append(f"with {column} at {met} of {len(measured)} points")
         detail = "; ".join(
-            f"{c['peer']} {c['peer_bits']:.3f} vs udnc {c['udnc_bits']:.3f}"
-            + f" / {fmt(c.get('udnc_bits_zstd19'))} / {fmt(c.get('udnc_bits_lzma'))}"
+            f"{c['peer']} {c['peer_bits']:.3f} vs udnc "
+            + " / ".join(fmt(c["coders"].get(column, {}).get("bits")) for column in columns)
             + f" at {c['peer_sqnr']:.2f} dB"
             for c in mine
         )
         lines.append(
-            f"{name}: target met at {met} of {len(mine)} points with the default coder level"
-            f"{others} (bits/weight, peer vs udnc default / zstd 19 / LZMA: {detail})."
+            f"{name}: target met {', '.join(counts)} (bits/weight, peer vs udnc "
+            f"{' / '.join(columns)}: {detail})."
         )
     return lines
 
@@ -542,8 +534,10 @@ def render(document: dict[str, Any], rows_by_source: dict[str, list[Row]]) -> st
         "allocation that minimizes rate at a given global SQNR; measured below against the "
         "others), from Σw² so that the dithered error G·Δ² meets the target SQNR; reference "
         "encoder otherwise (nearest lattice point, zstd level 3, 2^20 weights per chunk). "
-        "Each lattice family: Z1 (Z^n for n > 1 is the same quantizer), A2, D4, E8; dither on "
-        "and off. `at <peer>` rows: the best udnc curve at that peer point's SQNR, measured.",
+        "Each lattice family: Z1 (Z^n for n > 1 is the same quantizer), A2, D4, E8, and the "
+        "trellis-coded TCQ64 and TCQ256 (format 1.2, spec §6.8); dither on and off. `at <peer>` "
+        "rows: the best udnc curve (zstd) at that peer point's SQNR, measured with zstd and "
+        "with the rANS coder (format 1.2, spec §7.1).",
         "- **Times**: encode and decode of the compared tensors. udnc: quantization, coding and "
         "writing the file (reading the source included) / reading and decoding it; peers: their "
         "Python calls on tensors in memory (gguf-py and NNCodec's Python front end; "
@@ -558,22 +552,31 @@ def render(document: dict[str, Any], rows_by_source: dict[str, list[Row]]) -> st
         checks = info["targets"]
         out += [f"## {info['title']}", "", f"![rate-distortion]({info['plot']})", ""]
         if checks:
+            columns = [column for *_, column in MATCH_CODERS]
+            heads = "".join(
+                f" udnc bits/w, {c} | udnc SQNR, {c} | udnc / peer, {c} | met, {c} |"
+                for c in columns
+            )
             out += [
                 "### Targets (udnc at each peer point's SQNR, 20 to 40 dB)",
                 "",
-                "| peer point | peer bits/w | peer SQNR | udnc setting | udnc bits/w | udnc SQNR "
-                "| udnc / peer | target | met | udnc bits/w, zstd 19 | met, zstd 19 "
-                "| udnc bits/w, LZMA | met, LZMA |",
-                "|---|--:|--:|---|--:|--:|--:|---|---|--:|---|--:|---|",
+                f"| peer point | peer bits/w | peer SQNR | udnc setting | target |{heads}",
+                "|---|--:|--:|---|---|" + "--:|--:|--:|---|" * len(columns),
             ]
-            verdict = {True: "yes", False: "no", None: "–"}
+            verdict = {True: "yes", False: "no"}
             for c in checks:
+                cells = ""
+                for column in columns:
+                    m = c["coders"].get(column)
+                    cells += (
+                        f" {m['bits']:.3f} | {m['sqnr']:.2f} | {m['bits'] / c['peer_bits']:.3f} | "
+                        f"{verdict[m['met']]} |"
+                        if m
+                        else " – | – | – | – |"
+                    )
                 out.append(
                     f"| {c['peer']} | {c['peer_bits']:.3f} | {c['peer_sqnr']:.2f} | {c['udnc']} | "
-                    f"{c['udnc_bits']:.3f} | {c['udnc_sqnr']:.2f} | {c['ratio']:.3f} | "
-                    f"{c['target']} | {verdict[c['met']]} | {fmt(c.get('udnc_bits_zstd19'))} | "
-                    f"{verdict[c.get('met_zstd19')]} | {fmt(c.get('udnc_bits_lzma'))} | "
-                    f"{verdict[c.get('met_lzma')]} |"
+                    f"{c['target']} |{cells}"
                 )
             out += ["", *(f"- {line}" for line in verdict_lines(checks)), ""]
         out += [*(f"- {note}" for note in info["notes"]), ""]
@@ -606,6 +609,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="take the points of this results.json and measure only the missing ones",
     )
     parser.add_argument(
+        "--fresh-matches",
+        action="store_true",
+        help="with --reuse: measure the udnc rows at the peer points again (the best curve may "
+        "have changed)",
+    )
+    parser.add_argument(
         "--render",
         type=Path,
         metavar="JSON",
@@ -627,7 +636,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.reuse is not None:
         previous = json.loads(args.reuse.read_text())
         reused = {
-            key: [row_from_dict(item) for item in info["rows"]]
+            key: [
+                row
+                for row in map(row_from_dict, info["rows"])
+                if not (args.fresh_matches and "match" in row.extra)
+            ]
             for key, info in previous["sources"].items()
         }
         env = previous["environment"]
@@ -714,12 +727,17 @@ def conclusions(document: dict[str, Any], rows_by_source: dict[str, list[Row]]) 
         rows = rows_by_source[key]
         name = "MiniLM" if key == "minilm" else "Laplace"
         lines += [f"{name}, {line}" for line in verdict_lines(info["targets"])]
-        gaps = [c["udnc_bits"] - c["peer_bits"] for c in info["targets"] if "nncodec" in c["peer"]]
-        if gaps:
-            lines.append(
-                f"{name}: at NNCodec's SQNRs udnc needs {min(gaps):+.3f} to {max(gaps):+.3f} "
-                "bits/weight more than NNCodec."
-            )
+        for *_, column in MATCH_CODERS:
+            gaps = [
+                c["coders"][column]["bits"] - c["peer_bits"]
+                for c in info["targets"]
+                if "nncodec" in c["peer"] and column in c["coders"]
+            ]
+            if gaps:
+                lines.append(
+                    f"{name}: at NNCodec's SQNRs udnc with {column} needs {min(gaps):+.3f} to "
+                    f"{max(gaps):+.3f} bits/weight more than NNCodec (negative: fewer)."
+                )
         curves = udnc_curves(rows)
         at = {c: interpolate(p, 30.0) for c, p in curves.items()}
         ranked = sorted((b, c) for c, b in at.items() if b is not None)
@@ -730,19 +748,30 @@ def conclusions(document: dict[str, Any], rows_by_source: dict[str, list[Row]]) 
                 + " bits/weight."
             )
         nncodec = [r for r in rows if r.tool == "nncodec"]
-        udnc = [
-            r
-            for r in rows
-            if r.tool == "udnc"
-            and r.extra.get("curve") == "E8, no dither"
-            and "match" not in r.extra
-        ]
-        if nncodec and udnc:
+        speeds = []
+        for curve in SPEED_CURVES:
+            udnc = [
+                r
+                for r in rows
+                if r.tool == "udnc" and r.extra.get("curve") == curve and "match" not in r.extra
+            ]
+            if udnc:
+                speeds.append(
+                    f"udnc {curve} encodes at {np.median([r.encode_mbs for r in udnc]):.1f} and "
+                    f"decodes at {np.median([r.decode_mbs for r in udnc]):.1f}"
+                )
+        rans = [r for r in rows if r.extra.get("coder") == "rans"]
+        if rans:
+            speeds.append(
+                f"with rANS (at the peer points) it encodes at "
+                f"{np.median([r.encode_mbs for r in rans]):.1f} and decodes at "
+                f"{np.median([r.decode_mbs for r in rans]):.1f}"
+            )
+        if nncodec and speeds:
             lines.append(
-                f"{name}: speed (MB/s of float32 weights, median over the points): udnc E8 "
-                f"without dither encodes at {np.median([r.encode_mbs for r in udnc]):.1f} and "
-                f"decodes at {np.median([r.decode_mbs for r in udnc]):.1f}; NNCodec "
-                f"{np.median([r.encode_mbs for r in nncodec]):.1f} and "
+                f"{name}: speed (MB/s of float32 weights, median over the points): "
+                + "; ".join(speeds)
+                + f"; NNCodec {np.median([r.encode_mbs for r in nncodec]):.1f} and "
                 f"{np.median([r.decode_mbs for r in nncodec]):.1f}."
             )
     minilm = document["sources"].get("minilm")
