@@ -48,6 +48,8 @@ class Trellis:
     def quantizers(self, symbols: np.ndarray) -> np.ndarray:
         """q_t (uint8, 0 or 1) of a symbol sequence that starts at a segment boundary."""
         count = symbols.size
+        if count == 0:
+            return np.zeros(0, dtype=np.uint8)
         rows = -(-count // TRELLIS_SEGMENT)
         parity = np.zeros((rows, TRELLIS_SEGMENT), dtype=np.uint8)
         parity.reshape(-1)[:count] = symbols.reshape(-1) & 1
