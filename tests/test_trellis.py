@@ -27,7 +27,7 @@ from udnc_format.constants import Dtype, Lattice, Prng
 from udnc_format.encoder import SQNR_TOLERANCE_DB, EncodeOptions, encode_quantized
 from udnc_format.lattices import get_lattice
 from udnc_format.philox import dither_centered
-from udnc_format.quantizer import QuantizedTensor
+from udnc_format.quantizer import QuantizedTensor, quantize
 from udnc_format.trellis import Trellis
 
 # spec §6.8: lattice -> (identifier, memory ν, parity delays J).
@@ -482,3 +482,14 @@ def test_cli_compress_decompress_with_a_trellis(tmp_path: Path, capsys) -> None:
     weight = decoded["mlp.fc.weight"]
     assert weight.dtype == np.float32 and weight.shape == (48, 128)
     assert abs(sqnr(tensors["mlp.fc.weight"], weight) - 30) <= SQNR_TOLERANCE_DB + 0.01
+
+
+def test_quantizer_blocks_must_start_segments() -> None:
+    """The encoder searches each block from a segment start, as the decoder reads it: a block
+    size off the 4096-weight segments would quantize for the wrong trellis (spec §6.8)."""
+    values = np.linspace(-1.0, 1.0, 5000)
+    common = dict(dtype=Dtype.F32, shape=(5000,), step=0.1, dither=False, seed=0)
+    common |= dict(dither_stream=0, mask=None, name="w")
+    with pytest.raises(udnc_format.InvalidInputError, match="multiple of the trellis segment"):
+        quantize(values, lattice=Lattice.TCQ4, block_vectors=1000, **common)
+    assert quantize(values, lattice=Lattice.TCQ4, block_vectors=4096, **common).vectors == 5000

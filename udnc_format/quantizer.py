@@ -9,7 +9,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .constants import DEFAULT_PRNG, MAX_ABS_COORDINATE, MAX_CODEBOOK_SIZE, Dtype, Lattice, Prng
+from .constants import (
+    DEFAULT_PRNG,
+    MAX_ABS_COORDINATE,
+    MAX_CODEBOOK_SIZE,
+    TRELLIS_DELAYS,
+    TRELLIS_SEGMENT,
+    Dtype,
+    Lattice,
+    Prng,
+)
 from .dtypes import round_to_dtype
 from .errors import InvalidInputError
 from .header import vector_count
@@ -140,6 +149,12 @@ def quantize(
     (in parallel on ``workers``), measuring the error of the decoded values on the way;
     ``prng`` is the dither generator when ``dither``."""
     codec = get_lattice(lattice)
+    if lattice in TRELLIS_DELAYS and block_vectors % TRELLIS_SEGMENT:
+        # Each block is searched from a segment start, as the decoder reads it (spec §6.8).
+        raise InvalidInputError(
+            f"block_vectors {block_vectors} is not a multiple of the trellis segment "
+            f"{TRELLIS_SEGMENT}"
+        )
     scale = codec.scale_for_step(step)
     if not (math.isfinite(scale) and scale > 0):
         raise InvalidInputError(f"tensor {name!r}: step {step!r} is not a positive finite number")
