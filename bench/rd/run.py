@@ -292,6 +292,19 @@ def best_curve(rows: list[Row], sqnr: float) -> str:
     return min(finite, key=finite.__getitem__) if finite else "E8, no dither"
 
 
+def target_for(rows: list[Row], curve: str, sqnr: float) -> float:
+    """The target SQNR that lands a curve's point at ``sqnr``: the step comes from a model of
+    the error (G·Δ²) that TCQ and undithered lattices miss by a few tenths of a dB, so the
+    curve's measured offset (achieved − target, interpolated) is taken off."""
+    offsets = [
+        (r.sqnr, r.sqnr - r.extra["target_sqnr"])
+        for r in rows
+        if r.tool == "udnc" and r.extra.get("curve") == curve and "match" not in r.extra
+    ]
+    offset = interpolate(offsets, sqnr)
+    return sqnr if offset is None else sqnr - offset
+
+
 def setting_of(curve: str, sqnr: float) -> RDSetting:
     lattice, _, rest = curve.partition(",")
     return RDSetting(Lattice[lattice.strip()], "no dither" not in rest, sqnr)
@@ -356,7 +369,7 @@ def measure_source(
                 label = f"{curve}, at {peer.tool} {peer.setting}{suffix}"
                 if have("udnc", label):
                     continue
-                setting = setting_of(curve, round(peer.sqnr, 3))
+                setting = setting_of(curve, round(target_for(rows, curve, peer.sqnr), 3))
                 row = udnc_row(source, setting, scratch, label, level, coder)
                 row.extra["match"] = f"{peer.tool} {peer.setting}"
                 row.extra["level"] = level
