@@ -44,6 +44,7 @@ def with_deviations(case_ids: list[str]) -> list[Any]:
 
 
 LATTICES = ["Z1", "Z2", "Z3", "Z4", "Z5", "Z6", "Z7", "Z8", "A2", "D4", "E8"]
+LATTICES += ["TCQ4", "TCQ16", "TCQ64", "TCQ256"]
 CODERS = ["raw", "zstd", "lzma", "bz2", "deflate"]
 DTYPES = [
     "BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64",
@@ -232,7 +233,11 @@ def test_reference_rejects_invalid_vectors(case_id: str) -> None:
 # output must equal every expected.safetensors bit for bit.
 
 H = float.fromhex("0x1.bb67ae8584caap-1")  # spec §6.1
-DIMENSIONS = {**{v: v for v in range(1, 9)}, 16: 2, 17: 4, 18: 8}
+DIMENSIONS = {**{v: v for v in range(1, 9)}, 16: 2, 17: 4, 18: 8, 34: 1, 36: 1, 38: 1, 40: 1}
+# spec §6.8: lattice value -> (ν, the delays J) of each trellis; the trellis restarts every
+# SEGMENT kept weights.
+TRELLISES = {34: (2, (1,)), 36: (4, (1, 2, 3)), 38: (6, (1, 4, 5)), 40: (8, (1, 2, 4, 6, 7))}
+SEGMENT = 4096
 DTYPE_NAMES = {i + 1: name for i, name in enumerate(DTYPES)}
 ITEMSIZE = {
     "BOOL": 1, "U8": 1, "I8": 1, "U16": 2, "I16": 2, "U32": 4, "I32": 4, "U64": 8, "I64": 8,
@@ -377,6 +382,27 @@ def point_minus_dither(lattice: int, sigma: list[int], beta: int, c: list[float]
     return [pk - uk for pk, uk in zip(p, u_of(lattice, c), strict=True)]
 
 
+class Trellis:
+    """§6.8, the plain way: the levels of a tensor's symbols in order, weight by weight."""
+
+    def __init__(self, lattice: int) -> None:
+        self.memory, self.delays = TRELLISES[lattice]
+        self.q: list[int] = []  # q_t of every weight so far
+        self.parity: list[int] = []  # π_t = σ_t mod 2
+
+    def level(self, sigma: int) -> int:
+        t = len(self.q)
+        start = t - t % SEGMENT  # terms before the segment's start are 0
+        q = self.q[t - self.memory] if t - self.memory >= start else 0
+        for j in self.delays:
+            if t - j >= start:
+                q ^= self.parity[t - j]
+        self.q.append(q)
+        self.parity.append(sigma % 2)
+        sign = (sigma > 0) - (sigma < 0)
+        return 2 * sigma - sign if q else 2 * sigma
+
+
 def spec_round(values: list[float], dtype: str) -> bytes:
     """§6.5: binary64, or binary32 first, then 16 bits."""
     y = np.array(values, np.float64)
@@ -409,6 +435,9 @@ def spec_lattice(file: bytes, dtype: str, elements: int, body: Reader) -> bytes:
         words = b"".join(spec_chunks(file, codebook_stream))
         codebook = np.frombuffer(words, "<f4").astype(np.float64).reshape(codebook_size, n)
     c_all = centred(seed, stream, vectors * n, prng) if prng else [0.0] * (vectors * n)
+    if lattice in TRELLISES:
+        assert codebook is None and chunk_vectors % SEGMENT == 0
+        trellis = Trellis(lattice)
     decoded: list[float] = []
     for index, raw in enumerate(symbols):
         first = index * chunk_vectors
@@ -429,7 +458,10 @@ def spec_lattice(file: bytes, dtype: str, elements: int, body: Reader) -> bytes:
                 z = values[j * n : (j + 1) * n]
                 sigma = [(zk >> 1) ^ -(zk & 1) for zk in z]
                 assert all(abs(s) <= 1 << 24 for s in sigma)
-                x = point_minus_dither(lattice, sigma, cosets[j], c)
+                if lattice in TRELLISES:  # n = 1, vector first + j is weight t = first + j
+                    x = [trellis.level(sigma[0]) - c[0]]
+                else:
+                    x = point_minus_dither(lattice, sigma, cosets[j], c)
             decoded += [xk * scale for xk in x]
     out = iter(decoded[:kept])
     with np.errstate(over="ignore"):
@@ -486,6 +518,9 @@ def test_spec_decoder_known_answers() -> None:
     assert [v.hex() for v in centred(0x0123456789ABCDEF, 7, 4, prng=2)] == APPENDIX_B_4X64
     example = bytes.fromhex("e40300ff2a000000")  # spec §6.2's example, b = 2
     assert unpack_values(example, 0, 5, 2) == [0, 1, 2, 3, 300]
+    trellis = Trellis(34)  # spec §6.8's example (TCQ4)
+    assert [trellis.level(s) for s in (3, -1, 0, 2, 1)] == [6, -1, 0, 3, 1]
+    assert trellis.q == [0, 1, 1, 1, 1]
 
 
 @pytest.mark.parametrize("case_id", VALID)

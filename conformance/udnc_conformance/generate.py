@@ -1084,6 +1084,110 @@ def philox4x64_lattices_case() -> Built:
     return assemble(items, minor=1)
 
 
+# Trellis-coded quantization (spec §6.8) came with format version 1.2: its files say so. The
+# symbols are those of udnc_format's trellis search (any symbols are valid, spec §8.2); every
+# chunk holds a multiple of the 4096-weight segment.
+TRELLIS_MINOR = 2
+SEGMENT = 4096
+TRELLIS_CHUNK = 1 << 20  # one chunk, as the reference encoder's default chunk_weights gives
+
+
+def tcq(name: str, array: np.ndarray, lattice: Lattice, **options: Any) -> Item:
+    """A TCQ tensor: ``quantized`` with one chunk unless ``chunk_vectors`` says otherwise."""
+    options.setdefault("chunk_vectors", TRELLIS_CHUNK)
+    return quantized(name, array, lattice=lattice, **options)
+
+
+def tcq_case(lattice: Lattice, array: np.ndarray, **options: Any) -> Callable[[], Built]:
+    return lambda: assemble([tcq("w", array, lattice, **options)], minor=TRELLIS_MINOR)
+
+
+def tcq_example_case() -> Built:
+    """spec §6.8's example (TCQ4: symbols 3, −1, 0, 2, 1 give the levels 6, −1, 0, 3, 1), and
+    the largest symbols under both quantizers: 1, 2^24, −2^24, −2^24 have the quantizer bits 0,
+    1, 0, 1 and the levels 2, 2^25 − 1, −2^25, −2^25 + 1 (escape words, F64: exact)."""
+    example = lattice_item(
+        "example",
+        Dtype.F32,
+        (5,),
+        lattice=Lattice.TCQ4,
+        scale=0.5,
+        values=zigzag_of([3, -1, 0, 2, 1]),
+        bits=4,
+        chunk_vectors=SEGMENT,
+        coder=Coder.RAW,
+    )
+    top = 1 << 24
+    largest = lattice_item(
+        "largest",
+        Dtype.F64,
+        (4,),
+        lattice=Lattice.TCQ4,
+        scale=1.0,
+        values=zigzag_of([1, top, -top, -top]),
+        bits=2,
+        chunk_vectors=SEGMENT,
+        coder=Coder.RAW,
+    )
+    expected = {
+        "example": (np.array([6, -1, 0, 3, 1]) * 0.5).astype("<f4"),
+        "largest": np.array([2, 2 * top - 1, -2 * top, -2 * top + 1], "<f8"),
+    }
+    return assemble([example, largest], minor=TRELLIS_MINOR), expected
+
+
+def tcq_short_case() -> Built:
+    """Trellis tensors shorter than one segment: one chunk of fewer than 4096 weights (and
+    chunk_vectors 4096 above the tensor's size), a single weight, no weight."""
+    items = [
+        tcq("tcq256", weights((5, 7), 110, "<f8"), Lattice.TCQ256, scale=0.1, seed=110, stream=0,
+            chunk_vectors=SEGMENT),
+        tcq("tcq16.scalar", weights((), 111), Lattice.TCQ16, scale=0.1, seed=110, stream=1),
+        tcq("tcq64.empty", np.zeros((0, 4), "<f2"), Lattice.TCQ64, scale=0.1, dither=False),
+    ]  # fmt: skip
+    return assemble(items, minor=TRELLIS_MINOR)
+
+
+def tcq_file() -> bytes:
+    """TCQ16 without dither, F32 (2, 5), raw coder, one chunk of chunk_vectors 4096."""
+    item = tcq(
+        "w",
+        weights((2, 5), 112),
+        Lattice.TCQ16,
+        scale=0.25,
+        dither=False,
+        bits=4,
+        coder=Coder.RAW,
+        chunk_vectors=SEGMENT,
+    )
+    return assemble([item], minor=TRELLIS_MINOR)
+
+
+def tcq_codebook() -> bytes:
+    """TCQ16 with the CODEBOOK flag and a codebook whose size agrees with its stream (3
+    codewords of 1 value): only spec §6.8's rule is broken."""
+    item = lattice_item(
+        "w",
+        Dtype.F32,
+        (2, 5),
+        lattice=Lattice.TCQ16,
+        scale=0.25,
+        values=np.array([0, 1, 2, 1, 0, 2, 1, 0, 1, 2], np.uint64),
+        codebook=np.array([[0.0], [1.0], [-1.5]], "<f4"),
+        bits=2,
+        chunk_vectors=SEGMENT,
+        coder=Coder.RAW,
+    )
+    return assemble([item], minor=TRELLIS_MINOR)
+
+
+def tcq_chunk_vectors_before_chunk_crc() -> bytes:
+    """chunk_vectors 6144 and a byte of the (raw) symbol chunk changed after its CRC."""
+    data = edit_body(tcq_file(), set_lattice(chunk_vectors=6144))
+    start, _ = chunk_spans(data)[0]
+    return flip(data, start, 0x01)
+
+
 def empty_chunk_inside_chunk_case() -> Built:
     """An empty passthrough chunk whose offset lies inside another chunk's bytes: it shares no
     byte with it (spec §4.3), so the chunks do not overlap."""
@@ -1482,6 +1586,10 @@ def on_base(edit: Callable[[Any], None]) -> Callable[[], bytes]:
 
 def on_raw(edit: Callable[[Any], None]) -> Callable[[], bytes]:
     return lambda: edit_body(base_raw_file(), edit)
+
+
+def on_tcq(edit: Callable[[Any], None]) -> Callable[[], bytes]:
+    return lambda: edit_body(tcq_file(), edit)
 
 
 def enum_before_limit() -> bytes:
@@ -2050,6 +2158,86 @@ CASES: list[Case] = [
         "(lzma) and a passthrough tensor in one file.",
         mixed_lattices_case,
     ),
+    # --- Trellis-coded quantization (format 1.2, spec §6.8) -------------------------------------
+    *(
+        valid(
+            f"{lattice.name.lower()}-{dtype.name.lower()}-zstd-no-dither",
+            f"Format 1.2: {lattice.name} (ν = {memory}), {dtype.name} (2, 4500): 9000 weights "
+            "in three trellis segments (4096, 4096, 808), each restarting at q = 0; plain "
+            "quantization, zstd, one chunk.",
+            tcq_case(lattice, weights((2, 4500), seed, dtype), scale=0.2, dither=False),
+            "trellis:segments",
+        )
+        for lattice, memory, dtype, seed in (
+            (Lattice.TCQ4, 2, Dtype.F32, 113),
+            (Lattice.TCQ16, 4, Dtype.F32, 114),
+            (Lattice.TCQ64, 6, Dtype.F32, 115),
+            (Lattice.TCQ256, 8, Dtype.F32, 116),
+        )
+    ),
+    valid(
+        "tcq16-f16-philox4x64-dither",
+        "Format 1.2: TCQ16, F16 (2, 4500), three segments, dithered by Philox4x64-10 (prng 2): "
+        "x = ℓ − c(t), then y = x ⊗ s rounded to binary32 and binary16.",
+        tcq_case(
+            Lattice.TCQ16,
+            weights((2, 4500), 117, "<f2"),
+            scale=0.2,
+            seed=0xFEDCBA9876543210,
+            stream=5,
+            prng=Prng.PHILOX4X64_10,
+        ),
+        "trellis:segments",
+    ),
+    valid(
+        "tcq64-bf16-mask-dither",
+        "Format 1.2: TCQ64, BF16 (2, 5000), 15 % pruned (8500 kept weights), dithered: the "
+        "segments and the dither positions count kept weights (spec §11), so segments start "
+        "at kept weights 4096 and 8192, not at elements 4096 and 8192.",
+        tcq_case(
+            Lattice.TCQ64,
+            weights((2, 5000), 118, Dtype.BF16),
+            scale=0.2,
+            seed=118,
+            stream=1,
+            prune=0.15,
+        ),
+        "trellis:segments",
+        "trellis:mask",
+    ),
+    valid(
+        "tcq4-f32-lzma-chunks",
+        "Format 1.2: TCQ4, F32 (2, 4500), dithered, three chunks of 4096, 4096 and 808 "
+        "weights (as from chunk_weights 4096), lzma: each chunk starts a segment and decodes "
+        "alone, its dither continuing at its weights' positions.",
+        tcq_case(
+            Lattice.TCQ4,
+            weights((2, 4500), 119),
+            scale=0.2,
+            seed=119,
+            stream=2,
+            chunk_vectors=SEGMENT,
+            coder=Coder.LZMA,
+        ),
+        "trellis:segments",
+        "chunks:several",
+    ),
+    valid(
+        "tcq-short-tensors",
+        "Format 1.2: trellis tensors shorter than one segment: TCQ256 F64 (5, 7) dithered in "
+        "one chunk (chunk_vectors 4096), TCQ16 0-d dithered, TCQ64 empty (no symbol chunk).",
+        tcq_short_case,
+        "trellis:short",
+    ),
+    valid(
+        "tcq4-spec-example",
+        "Format 1.2: spec §6.8's TCQ4 example (symbols 3, −1, 0, 2, 1 decode to the levels "
+        "6, −1, 0, 3, 1, times s = 0.5), and |σ| = 2^24 under both quantizers: levels "
+        "2^25 − 1, −2^25 and −2^25 + 1 (F64).",
+        tcq_example_case,
+        "escape:word",
+        "edge:max-symbol",
+    ),
     # --- Codebooks ----------------------------------------------------------------------------
     lattice_case(
         "codebook-z2-dither",
@@ -2454,6 +2642,30 @@ CASES: list[Case] = [
     ),
     invalid(
         "chunk-vectors-zero", "layout", "chunk_vectors 0.", on_raw(set_lattice(chunk_vectors=0))
+    ),
+    invalid(
+        "tcq-codebook-flag",
+        "layout",
+        "Format 1.2: a TCQ16 tensor with the CODEBOOK flag (spec §4.5, §6.8), its codebook "
+        "size agreeing with its codebook stream.",
+        tcq_codebook,
+        "codebook",
+    ),
+    invalid(
+        "tcq-chunk-vectors-not-segment-multiple",
+        "layout",
+        "Format 1.2: a TCQ16 tensor with chunk_vectors 6144, above 4096 but not a multiple of "
+        "it (spec §4.5, §6.8); its 10 weights fill one chunk, as declared.",
+        on_tcq(set_lattice(chunk_vectors=6144)),
+    ),
+    invalid(
+        "tcq-chunk-vectors-before-chunk-crc",
+        "layout",
+        "Format 1.2: TCQ16 with chunk_vectors 6144 and a symbol chunk whose CRC-32 fails: the "
+        "header's layout (spec §8.1 step 7) is checked before any chunk (step 8).",
+        tcq_chunk_vectors_before_chunk_crc,
+        "precedence",
+        "invalid:chunk-crc",
     ),
     invalid(
         "codebook-size-without-codebook",
