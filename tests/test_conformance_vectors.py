@@ -273,6 +273,33 @@ class Reader:
         return coder, [(self.u(8), self.u(8), self.u(8), self.u(4)) for _ in range(count)]
 
 
+def spec_rans(stored: bytes, raw_length: int) -> bytes:
+    """§7.1, one byte at a time on Python integers."""
+    if raw_length == 0:
+        assert stored == b""
+        return b""
+    lanes, last = int.from_bytes(stored[0:2], "little"), stored[2]
+    freq = [int.from_bytes(stored[3 + 2 * b : 5 + 2 * b], "little") for b in range(last + 1)]
+    assert 1 <= lanes <= 4096 and sum(freq) == 1 << 15
+    at = 3 + 2 * (last + 1)
+    state = [int.from_bytes(stored[at + 4 * k : at + 4 * k + 4], "little") for k in range(lanes)]
+    assert min(state) >= 1 << 16
+    at += 4 * lanes
+    starts = [sum(freq[:b]) for b in range(last + 1)]
+    out = bytearray()
+    for i in range(raw_length):
+        k = i % lanes
+        slot = state[k] % (1 << 15)
+        b = max(v for v in range(last + 1) if starts[v] <= slot and freq[v])
+        out.append(b)
+        state[k] = freq[b] * (state[k] >> 15) + slot - starts[b]
+        if state[k] < 1 << 16:
+            state[k] = (state[k] << 16) + int.from_bytes(stored[at : at + 2], "little")
+            at += 2
+    assert at == len(stored) and all(x == 1 << 16 for x in state)
+    return bytes(out)
+
+
 def spec_chunks(file: bytes, stream: tuple[int, list]) -> list[bytes]:
     """§4.3, §7: each chunk's stored bytes, CRC-checked and decompressed."""
     coder, chunks = stream
@@ -289,6 +316,8 @@ def spec_chunks(file: bytes, stream: tuple[int, list]) -> list[bytes]:
             raw = lzma.decompress(stored, format=lzma.FORMAT_XZ)
         elif coder == 3:
             raw = bz2.decompress(stored)
+        elif coder == 5:
+            raw = spec_rans(stored, raw_length)
         else:
             raw = zlib.decompress(stored)
         assert len(raw) == raw_length

@@ -588,7 +588,7 @@ UNKNOWN_ENUMS = {
     "lattice": lambda e: with_quantized(e, lattice=9),
     "prng": lambda e: with_quantized(e, prng=3),
     "serialization": lambda e: with_quantized(e, serialization=0),
-    "coder": lambda e: with_quantized(e, symbols=dataclasses.replace(symbols_of(e), coder=5)),
+    "coder": lambda e: with_quantized(e, symbols=dataclasses.replace(symbols_of(e), coder=6)),
 }
 
 

@@ -51,7 +51,7 @@ import numpy as np
 import zstandard
 
 import udnc_format
-from udnc_format import layout
+from udnc_format import layout, rans
 from udnc_format.constants import (
     MAGIC,
     Coder,
@@ -87,7 +87,7 @@ CASE_JSON = "case.json"
 # F32 and F64 tensors, and passthrough of every dtype.
 FULL_ONLY_FEATURES = frozenset(
     {f"lattice:{lattice.name}" for lattice in Lattice if lattice is not Lattice.Z1}
-    | {"coder:lzma", "coder:bz2", "coder:deflate", "codebook", "mask"}
+    | {"coder:lzma", "coder:bz2", "coder:deflate", "coder:rans", "codebook", "mask"}
 )
 
 Built = bytes | tuple[bytes, Mapping[str, np.ndarray]]
@@ -177,6 +177,9 @@ def compress(coder: Coder, raw: bytes, level: int | None = None) -> bytes:
         return lzma.compress(raw, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, preset=level)
     if coder is Coder.BZ2:
         return bz2.compress(raw, compresslevel=level)
+    if coder is Coder.RANS:
+        return rans.encode(raw, lanes=rans.lanes_for(len(raw)))
+    assert coder is Coder.DEFLATE, coder
     return zlib.compress(raw, level)
 
 
@@ -1087,7 +1090,7 @@ def philox4x64_lattices_case() -> Built:
 # Trellis-coded quantization (spec §6.8) came with format version 1.2: its files say so. The
 # symbols are those of udnc_format's trellis search (any symbols are valid, spec §8.2); every
 # chunk holds a multiple of the 4096-weight segment.
-TRELLIS_MINOR = 2
+MINOR_1_2 = 2  # the TCQ lattices (spec §6.8) and the rANS coder (§7.1) arrived in 1.2
 SEGMENT = 4096
 TRELLIS_CHUNK = 1 << 20  # one chunk, as the reference encoder's default chunk_weights gives
 
@@ -1099,7 +1102,7 @@ def tcq(name: str, array: np.ndarray, lattice: Lattice, **options: Any) -> Item:
 
 
 def tcq_case(lattice: Lattice, array: np.ndarray, **options: Any) -> Callable[[], Built]:
-    return lambda: assemble([tcq("w", array, lattice, **options)], minor=TRELLIS_MINOR)
+    return lambda: assemble([tcq("w", array, lattice, **options)], minor=MINOR_1_2)
 
 
 def tcq_example_case() -> Built:
@@ -1133,7 +1136,7 @@ def tcq_example_case() -> Built:
         "example": (np.array([6, -1, 0, 3, 1]) * 0.5).astype("<f4"),
         "largest": np.array([2, 2 * top - 1, -2 * top, -2 * top + 1], "<f8"),
     }
-    return assemble([example, largest], minor=TRELLIS_MINOR), expected
+    return assemble([example, largest], minor=MINOR_1_2), expected
 
 
 def tcq_short_case() -> Built:
@@ -1145,7 +1148,7 @@ def tcq_short_case() -> Built:
         tcq("tcq16.scalar", weights((), 111), Lattice.TCQ16, scale=0.1, seed=110, stream=1),
         tcq("tcq64.empty", np.zeros((0, 4), "<f2"), Lattice.TCQ64, scale=0.1, dither=False),
     ]  # fmt: skip
-    return assemble(items, minor=TRELLIS_MINOR)
+    return assemble(items, minor=MINOR_1_2)
 
 
 def tcq_file() -> bytes:
@@ -1160,7 +1163,7 @@ def tcq_file() -> bytes:
         coder=Coder.RAW,
         chunk_vectors=SEGMENT,
     )
-    return assemble([item], minor=TRELLIS_MINOR)
+    return assemble([item], minor=MINOR_1_2)
 
 
 def tcq_codebook() -> bytes:
@@ -1178,7 +1181,7 @@ def tcq_codebook() -> bytes:
         chunk_vectors=SEGMENT,
         coder=Coder.RAW,
     )
-    return assemble([item], minor=TRELLIS_MINOR)
+    return assemble([item], minor=MINOR_1_2)
 
 
 def tcq_chunk_vectors_before_chunk_crc() -> bytes:
@@ -1252,11 +1255,43 @@ def last_chunk_replaced(data: bytes, stored: bytes, raw_length: int | None = Non
 
 
 def one_passthrough(
-    name: str, dtype: Dtype, shape: Sequence[int], coder: Coder, stored: bytes, raw_length: int
+    name: str,
+    dtype: Dtype,
+    shape: Sequence[int],
+    coder: Coder,
+    stored: bytes,
+    raw_length: int,
+    minor: int = 0,
 ) -> bytes:
     stream, payloads = stored_stream(coder, [(stored, raw_length)])
     return assemble(
-        [Item(TensorEntry(name, dtype, tuple(shape), passthrough=stream), tuple(payloads))]
+        [Item(TensorEntry(name, dtype, tuple(shape), passthrough=stream), tuple(payloads))],
+        minor=minor,
+    )
+
+
+# spec Appendix B's rANS known answer: K = 1, frequencies 20480, 8192, 4096, state 0x052d4000.
+RANS_EXAMPLE_BYTES = bytes([0, 1, 0, 2, 0, 0, 1, 0])
+RANS_EXAMPLE = bytes.fromhex("01000200500020001000402d05")
+
+
+def rans_example_case() -> Built:
+    return one_passthrough("u8", Dtype.U8, (8,), Coder.RANS, RANS_EXAMPLE, 8, MINOR_1_2), {
+        "u8": np.frombuffer(RANS_EXAMPLE_BYTES, np.uint8)
+    }
+
+
+def rans_passthrough_case() -> Built:
+    """A float32 passthrough tensor in rANS chunks of 40000, 0 and 20000 bytes: 9, 1 (an empty
+    chunk stores nothing) and 4 lanes, with words."""
+    item = passthrough("w", weights((60, 250), 61), coder=Coder.RANS, chunks=[40000, 0, 20000])
+    return assemble([item], minor=MINOR_1_2)
+
+
+def rans_stream(edit: Callable[[bytes], bytes]) -> Callable[[], bytes]:
+    """The appendix's rANS stream, edited, as a chunk declaring its 8 bytes (CRC correct)."""
+    return lambda: one_passthrough(
+        "u8", Dtype.U8, (8,), Coder.RANS, edit(RANS_EXAMPLE), 8, MINOR_1_2
     )
 
 
@@ -2158,6 +2193,27 @@ CASES: list[Case] = [
         "(lzma) and a passthrough tensor in one file.",
         mixed_lattices_case,
     ),
+    # --- The rANS coder (format 1.2, spec §7.1) ---------------------------------------------------
+    valid(
+        "rans-appendix-example",
+        "Format 1.2: spec Appendix B's rANS known answer, 8 bytes in a one-lane stream.",
+        rans_example_case,
+        "rans:example",
+    ),
+    valid(
+        "rans-passthrough-chunks",
+        "Format 1.2: F32 passthrough in rANS chunks of 40000, 0 and 20000 bytes (9 lanes, an "
+        "empty chunk, 4 lanes), with words.",
+        rans_passthrough_case,
+        "rans:lanes",
+    ),
+    valid(
+        "tcq16-f32-rans",
+        "Format 1.2: TCQ16 symbols (3 x 5000, two segments and a part) coded by rANS "
+        "(3 lanes), no dither.",
+        tcq_case(Lattice.TCQ16, weights((3, 5000), 62), scale=0.2, dither=False, coder=Coder.RANS),
+        "rans:lanes",
+    ),
     # --- Trellis-coded quantization (format 1.2, spec §6.8) -------------------------------------
     *(
         valid(
@@ -2546,8 +2602,8 @@ CASES: list[Case] = [
     invalid(
         "unknown-coder",
         "unsupported-feature",
-        "coder 5 on a passthrough stream.",
-        on_base(lambda body: setattr(tensor_body(body, 0), "coder", 5)),
+        "coder 6 on a passthrough stream (5, rANS, is defined since format 1.2).",
+        on_base(lambda body: setattr(tensor_body(body, 0), "coder", 6)),
     ),
     invalid(
         "unknown-enum-before-limit",
@@ -2781,6 +2837,42 @@ CASES: list[Case] = [
         "corrupt-stream",
         "A zlib stream of 60 bytes in a chunk declaring 64.",
         deflate_short,
+    ),
+    invalid(
+        "rans-frequencies-not-2-15",
+        "corrupt-stream",
+        "Format 1.2: a rANS table whose frequencies sum to 2^15 + 1 (spec §7.1).",
+        rans_stream(lambda s: s[:3] + (20481).to_bytes(2, "little") + s[5:]),
+        "rans:checks",
+    ),
+    invalid(
+        "rans-zero-lanes",
+        "corrupt-stream",
+        "Format 1.2: a rANS stream declaring 0 lanes.",
+        rans_stream(lambda s: b"\x00\x00" + s[2:]),
+        "rans:checks",
+    ),
+    invalid(
+        "rans-state-below-2-16",
+        "corrupt-stream",
+        "Format 1.2: a rANS initial state of 0xFFFF, below 2^16.",
+        rans_stream(lambda s: s[:9] + (0xFFFF).to_bytes(4, "little")),
+        "rans:checks",
+    ),
+    invalid(
+        "rans-lane-end-state",
+        "corrupt-stream",
+        "Format 1.2: the appendix's rANS stream with its state plus 1: the 8 bytes decode, but "
+        "the lane does not end in 2^16 (spec §7.1).",
+        rans_stream(lambda s: s[:9] + (0x052D4001).to_bytes(4, "little")),
+        "rans:checks",
+    ),
+    invalid(
+        "rans-words-left-over",
+        "corrupt-stream",
+        "Format 1.2: a word after the appendix's rANS stream, never read.",
+        rans_stream(lambda s: s + b"\x00\x00"),
+        "rans:checks",
     ),
     invalid(
         "deflate-adler-mismatch",
