@@ -110,7 +110,7 @@ class EncodeOptions:
     prng         the dither generator: "philox4x64_10" (default, format 1.1) or
                  "philox4x32_10" (also read by decoders of format 1.0)
     seed         64-bit dither seed
-    coder        "zstd" (default), "lzma", "bz2", "deflate" or "raw"; ``level`` its level
+    coder        "zstd" (default), "rans", "lzma", "bz2", "deflate" or "raw"; ``level`` its level
     prune        fraction of each quantized tensor's smallest weights pruned to exactly zero
     codebook     store each tensor's distinct lattice points as fitted shared vectors
     keep         glob patterns of tensor names stored losslessly
