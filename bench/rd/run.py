@@ -471,6 +471,9 @@ def plot(title: str, rows: list[Row], path: Path) -> None:
     for r in rows:
         if r.tool == "udnc" and r.extra.get("curve") != "allocation" and "match" not in r.extra:
             curves.setdefault(f"udnc {r.extra['curve']}", []).append((r.bits_per_weight, r.sqnr))
+        elif r.extra.get("coder") == "rans" and r.extra.get("match", "").startswith("nncodec"):
+            label = "udnc best curve + rANS, at NNCodec's SQNRs"
+            curves.setdefault(label, []).append((r.bits_per_weight, r.sqnr))
         elif r.tool == "nncodec":
             curves.setdefault("NNCodec (qp)", []).append((r.bits_per_weight, r.sqnr))
         elif r.tool == "gguf" and r.sqnr > 10:
