@@ -139,6 +139,7 @@ TRELLIS_DELAYS: dict[Lattice, tuple[int, ...]] = {
     Lattice.TCQ256: (1, 2, 4, 6, 7),
 }
 TRELLIS_SEGMENT = 4096  # §6.8: the trellis restarts every 4096 kept weights
+TRELLIS_LATTICE_BASE = 32  # §6.8: a TCQ lattice's value is 32 + ν, ν the trellis memory
 # The reference encoder's weight of rate against squared error (in units of the scale²) in its
 # trellis search: from 0.1 to 0.45 the rate at equal SQNR moves by under 0.002 bit/weight on
 # MiniLM and Laplace data, best near 0.2 to 0.3; 0.8 costs 0.01 at 20 dB.

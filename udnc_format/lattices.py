@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .constants import TRELLIS_DELAYS, UNIFORM_BITS, Lattice
+from .constants import TRELLIS_DELAYS, TRELLIS_LATTICE_BASE, UNIFORM_BITS, Lattice
 from .philox import centred_from_levels
 from .trellis import Trellis
 
@@ -314,7 +314,7 @@ class TrellisLattice(LatticeCodec):
 
 def _trellis(lattice: Lattice, second_moment: float) -> None:
     delays = TRELLIS_DELAYS[lattice]
-    memory = lattice - 32
+    memory = lattice - TRELLIS_LATTICE_BASE
     type(
         f"{lattice.name}Lattice",
         (TrellisLattice,),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from udnc_format.constants import TRELLIS_DELAYS, TRELLIS_SEGMENT
+from udnc_format.constants import TRELLIS_DELAYS, TRELLIS_LATTICE_BASE, TRELLIS_SEGMENT
 from udnc_format.trellis import Trellis
 
 STEPS = (0.12, 0.06)  # in units of the Laplace scale: about 4.6 and 5.6 bits/weight
@@ -63,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     source = np.random.default_rng(0).laplace(size=args.weights)
     curve = rounding_curve(source)
-    chosen = {lattice.value - 32: delays for lattice, delays in TRELLIS_DELAYS.items()}
+    chosen = {lattice - TRELLIS_LATTICE_BASE: delays for lattice, delays in TRELLIS_DELAYS.items()}
     results: dict[int, list[dict]] = {}
     for memory in args.memory:
         start = time.perf_counter()
