@@ -280,7 +280,7 @@ def spec_rans(stored: bytes, raw_length: int) -> bytes:
         return b""
     lanes, last = int.from_bytes(stored[0:2], "little"), stored[2]
     freq = [int.from_bytes(stored[3 + 2 * b : 5 + 2 * b], "little") for b in range(last + 1)]
-    assert 1 <= lanes <= 4096 and sum(freq) == 1 << 15
+    assert 1 <= lanes <= 1 << 15 and lanes << 16 >= raw_length and sum(freq) == 1 << 15
     at = 3 + 2 * (last + 1)
     state = [int.from_bytes(stored[at + 4 * k : at + 4 * k + 4], "little") for k in range(lanes)]
     assert min(state) >= 1 << 16

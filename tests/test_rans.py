@@ -64,6 +64,17 @@ def test_empty_chunk() -> None:
         rans.decode(b"\x01", 0)
 
 
+def test_at_most_2_16_bytes_per_lane() -> None:
+    """spec §7.1: K × 2^16 ≥ raw_length, so that no stream costs more than 2^16 steps; the
+    reference encoder adds lanes for long chunks."""
+    one_lane = rans.encode(bytes(1 << 16), lanes=1)
+    assert rans.decode(one_lane, 1 << 16) == bytes(1 << 16)
+    with pytest.raises(CorruptStreamError, match="lane count 1 outside 2"):
+        rans.decode(one_lane, (1 << 16) + 1)
+    assert rans.lanes_for((1 << 16) * 300 + 1) == 301
+    assert rans.lanes_for(10_000_000) == 153
+
+
 def test_output_is_exactly_the_declared_length() -> None:
     """No bomb: a stream decodes to the raw_length it is given, however long its content was.
     One byte value of frequency 2^15 costs nothing, so this stream (128 lanes left in their
@@ -83,7 +94,7 @@ def _stream(lanes: int = 1) -> bytes:
     [
         (lambda s: s[:2], "shorter than its 3-byte header"),
         (lambda s: b"\x00\x00" + s[2:], "lane count 0"),
-        (lambda s: (4097).to_bytes(2, "little") + s[2:], "lane count 4097"),
+        (lambda s: (32769).to_bytes(2, "little") + s[2:], "lane count 32769"),
         (lambda s: s[:3] + b"\x01\x00" + s[5:], "frequencies sum to"),
         (lambda s: s[:-1], "whole words"),
         (lambda s: s[:-2], "ends before byte"),

@@ -8,8 +8,9 @@ zstd's Huffman literals stay 0.06 to 0.09 bit above it (TCQ symbols of MiniLM). 
 bytes in turn, so encoder and decoder run as whole-array operations over the lanes, one step per
 ``lanes`` bytes.
 
-Stream layout (all little-endian): u16 lanes K; u8 last, the largest byte value coded; last + 1
-u16 frequencies summing to 2^15; K u32 decoder states; then u16 words to the end.
+Stream layout (all little-endian): u16 lanes K (at least one per 2^16 bytes); u8 last, the
+largest byte value coded; last + 1 u16 frequencies summing to 2^15; K u32 decoder states; then
+u16 words to the end.
 """
 
 from __future__ import annotations
@@ -22,16 +23,24 @@ SCALE_BITS = 15
 TOTAL = 1 << SCALE_BITS  # the frequencies sum to 2^15
 LOWER = 1 << 16  # states live in [2^16, 2^32); 16-bit words move in and out
 WORD_BITS = 16
-MAX_LANES = 4096
+MAX_LANES = 1 << 15
+# spec §7.1: at most 2^16 bytes per lane, so that no stream costs a decoder more than 2^16 steps
+# (a crafted one-lane stream of a 2 GiB chunk would otherwise take hours in numpy).
+MAX_BYTES_PER_LANE = 1 << 16
 # The reference encoder's lanes: 4 bytes of state per 4096 data bytes at most (2 of them
 # overhead); 128 lanes decode about 7 MB/s in numpy, one Python step per 128 bytes.
 DEFAULT_LANES = 128
 BYTES_PER_LANE = 4096
 
 
+def least_lanes(size: int) -> int:
+    """The fewest lanes spec §7.1 allows for ``size`` bytes."""
+    return max(1, -(-size // MAX_BYTES_PER_LANE))
+
+
 def lanes_for(size: int) -> int:
     """The reference encoder's lane count for ``size`` bytes."""
-    return max(1, min(DEFAULT_LANES, size // BYTES_PER_LANE))
+    return max(least_lanes(size), min(DEFAULT_LANES, size // BYTES_PER_LANE))
 
 
 def frequencies(data: np.ndarray) -> np.ndarray:
@@ -93,8 +102,11 @@ def decode(stream: bytes | memoryview, raw_length: int) -> bytes:
         raise CorruptStreamError("rANS stream shorter than its 3-byte header")
     lanes = int.from_bytes(view[0:2], "little")
     last = view[2]
-    if not 1 <= lanes <= MAX_LANES:
-        raise CorruptStreamError(f"rANS lane count {lanes} outside 1..{MAX_LANES}")
+    if not least_lanes(raw_length) <= lanes <= MAX_LANES:
+        raise CorruptStreamError(
+            f"rANS lane count {lanes} outside {least_lanes(raw_length)}..{MAX_LANES} for "
+            f"{raw_length} bytes (at most {MAX_BYTES_PER_LANE} per lane)"
+        )
     table_end = 3 + 2 * (last + 1)
     states_end = table_end + 4 * lanes
     if len(view) < states_end or (len(view) - states_end) % 2:

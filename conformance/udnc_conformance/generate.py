@@ -2853,6 +2853,22 @@ CASES: list[Case] = [
         "rans:checks",
     ),
     invalid(
+        "rans-too-few-lanes",
+        "corrupt-stream",
+        "Format 1.2: 70000 zero bytes in one rANS lane: a lane decodes at most 2^16 bytes "
+        "(spec §7.1 bounds every stream's sequential steps).",
+        lambda: one_passthrough(
+            "u8",
+            Dtype.U8,
+            (70000,),
+            Coder.RANS,
+            rans.encode(bytes(70000), lanes=1),
+            70000,
+            MINOR_1_2,
+        ),
+        "rans:checks",
+    ),
+    invalid(
         "rans-state-below-2-16",
         "corrupt-stream",
         "Format 1.2: a rANS initial state of 0xFFFF, below 2^16.",
