@@ -178,7 +178,14 @@ def test_signal_during_compress_leaves_the_old_output_and_the_input(
     before = digest(large_source)
     command = [sys.executable, "-m", "udnc_format.cli", "compress", str(large_source)]
     command += ["-o", str(target), "--force", "--coder", "lzma", "--level", "9"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background commands with SIGINT ignored, and Python
+    # then keeps it ignored: give the child the default disposition, as a terminal does.
+    process = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         deadline = time.monotonic() + 120
         while not temporaries(target.parent) and process.poll() is None:
