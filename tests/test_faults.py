@@ -160,6 +160,12 @@ def temporaries(directory: Path) -> list[Path]:
     return sorted(directory.glob(".*.tmp"))
 
 
+INTERRUPTIBLE_CLI = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'udnc'; runpy.run_module('udnc_format.cli', run_name='__main__')"
+)
+
+
 @pytest.mark.parametrize(
     ("signum", "code", "old_output"),
     [
@@ -176,16 +182,12 @@ def test_signal_during_compress_leaves_the_old_output_and_the_input(
     if old_output:
         target.write_bytes(OLD_OUTPUT)
     before = digest(large_source)
-    command = [sys.executable, "-m", "udnc_format.cli", "compress", str(large_source)]
-    command += ["-o", str(target), "--force", "--coder", "lzma", "--level", "9"]
     # A shell without job control starts background commands with SIGINT ignored, and Python
-    # then keeps it ignored: give the child the default disposition, as a terminal does.
-    process = subprocess.Popen(
-        command,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    # then keeps it ignored: the child takes Python's KeyboardInterrupt handler, as from a
+    # terminal, before it runs the CLI (no preexec_fn: forking a threaded pytest can deadlock).
+    command = [sys.executable, "-c", INTERRUPTIBLE_CLI, "compress", str(large_source)]
+    command += ["-o", str(target), "--force", "--coder", "lzma", "--level", "9"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while not temporaries(target.parent) and process.poll() is None:
