@@ -76,18 +76,18 @@ class Trellis:
         if flat.size == 0:
             return np.zeros(0, dtype=np.int64)
         limit = int(min(np.abs(flat).max() / 2 + 3, _RATE_TABLE_LIMIT))
+        rows = -(-flat.size // TRELLIS_SEGMENT)
+        padded = np.zeros(rows * TRELLIS_SEGMENT)
+        padded[: flat.size] = flat
+        candidates = _candidates(padded, limit)  # the same in both passes; only the rates change
         bits = _bits_of(np.rint(flat / 2).astype(np.int64), limit)
         for _ in range(2):
-            symbols = self._viterbi(flat, weight * bits, limit)
+            symbols = self._viterbi(candidates, weight * bits, rows)[: flat.size]
             bits = _bits_of(symbols, limit)
         return symbols
 
-    def _viterbi(self, targets: np.ndarray, rate: np.ndarray, limit: int) -> np.ndarray:
-        count = targets.size
-        rows = -(-count // TRELLIS_SEGMENT)
-        padded = np.zeros(rows * TRELLIS_SEGMENT)
-        padded[:count] = targets
-        cost, choice = _branches(padded, rate, limit)
+    def _viterbi(self, candidates: list[_Candidate], rate: np.ndarray, rows: int) -> np.ndarray:
+        cost, choice = _branches(candidates, rate)
         # (q, p, row, t): the best cost and symbol of each branch kind at each weight.
         cost = cost.reshape(2, 2, rows, TRELLIS_SEGMENT)
         choice = choice.reshape(2, 2, rows, TRELLIS_SEGMENT)
@@ -121,7 +121,7 @@ class Trellis:
             quantizer = state >> (memory - 1)
             symbols[:, t] = choice[quantizer, parity.view(np.uint8), every_row, t]
             state = np.where(parity, from_odd[state], from_even[state])
-        return symbols.reshape(-1)[:count]
+        return symbols.reshape(-1)
 
 
 def _bits_of(symbols: np.ndarray, limit: int) -> np.ndarray:
@@ -131,13 +131,24 @@ def _bits_of(symbols: np.ndarray, limit: int) -> np.ndarray:
     return -np.log2(smoothed / smoothed.sum())
 
 
-def _branches(targets: np.ndarray, rate: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """For every weight, quantizer q and parity p: the least distortion + rate over the four
-    magnitudes nearest the target, and its symbol (arrays (2, 2, count))."""
+@dataclass(frozen=True)
+class _Candidate:
+    """One of the four magnitudes nearest each target under one quantizer: its squared error
+    (infinite where the magnitude would be negative), symbol, parity and rate-table index."""
+
+    quantizer: int
+    error: np.ndarray
+    symbol: np.ndarray
+    parity: np.ndarray
+    rate_index: np.ndarray
+
+
+def _candidates(targets: np.ndarray, limit: int) -> list[_Candidate]:
+    """The candidates of every target, quantizer by quantizer, nearest magnitude offsets in
+    order (the order decides ties)."""
     magnitude = np.abs(targets)
     sign = np.where(targets < 0, -1, 1)
-    cost = np.full((2, 2, targets.size), np.inf)
-    choice = np.zeros((2, 2, targets.size), dtype=np.int64)
+    found = []
     for quantizer in (0, 1):
         # Q0's level of magnitude m is 2m, Q1's is 2m − 1 (0 for m = 0).
         nearest = np.floor((magnitude + quantizer) / 2).astype(np.int64)
@@ -147,11 +158,24 @@ def _branches(targets: np.ndarray, rate: np.ndarray, limit: int) -> tuple[np.nda
             candidate = np.maximum(candidate, 0)
             level = 2 * candidate - quantizer * (candidate > 0)
             symbol = sign * candidate
-            total = (magnitude - level) ** 2 + rate[np.clip(symbol, -limit, limit) + limit]
-            total[~valid] = np.inf
-            parity = candidate & 1
-            for p in (0, 1):
-                better = (parity == p) & (total < cost[quantizer, p])
-                cost[quantizer, p][better] = total[better]
-                choice[quantizer, p][better] = symbol[better]
+            error = (magnitude - level) ** 2
+            error[~valid] = np.inf
+            index = (np.clip(symbol, -limit, limit) + limit).astype(np.int32)
+            parity = (candidate & 1).astype(np.uint8)
+            found.append(_Candidate(quantizer, error, symbol.astype(np.int32), parity, index))
+    return found
+
+
+def _branches(candidates: list[_Candidate], rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every weight, quantizer q and parity p: the least squared error + rate over the
+    candidates, and its symbol (arrays (2, 2, count))."""
+    count = candidates[0].error.size
+    cost = np.full((2, 2, count), np.inf)
+    choice = np.zeros((2, 2, count), dtype=np.int64)
+    for c in candidates:
+        total = c.error + rate[c.rate_index]
+        for p in (0, 1):
+            better = (c.parity == p) & (total < cost[c.quantizer, p])
+            cost[c.quantizer, p][better] = total[better]
+            choice[c.quantizer, p][better] = c.symbol[better]
     return cost, choice
