@@ -1275,12 +1275,6 @@ RANS_EXAMPLE_BYTES = bytes([0, 1, 0, 2, 0, 0, 1, 0])
 RANS_EXAMPLE = bytes.fromhex("01000200500020001000402d05")
 
 
-def rans_example_case() -> Built:
-    return one_passthrough("u8", Dtype.U8, (8,), Coder.RANS, RANS_EXAMPLE, 8, MINOR_1_2), {
-        "u8": np.frombuffer(RANS_EXAMPLE_BYTES, np.uint8)
-    }
-
-
 def rans_passthrough_case() -> Built:
     """A float32 passthrough tensor in rANS chunks of 40000, 0 and 20000 bytes: 9, 1 (an empty
     chunk stores nothing) and 4 lanes, with words."""
@@ -1293,6 +1287,10 @@ def rans_stream(edit: Callable[[bytes], bytes]) -> Callable[[], bytes]:
     return lambda: one_passthrough(
         "u8", Dtype.U8, (8,), Coder.RANS, edit(RANS_EXAMPLE), 8, MINOR_1_2
     )
+
+
+def rans_example_case() -> Built:
+    return rans_stream(lambda stream: stream)(), {"u8": np.frombuffer(RANS_EXAMPLE_BYTES, np.uint8)}
 
 
 def set_lattice(**fields_: Any) -> Callable[[Any], None]:
