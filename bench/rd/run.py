@@ -85,6 +85,7 @@ MATCH_CODERS = (
     ("zstd", DEFAULT_LEVEL, "", "zstd"),
     ("rans", DEFAULT_LEVELS[Coder.RANS], " (rans)", "rANS"),
 )
+MATCH_COLUMNS = [column for *_, column in MATCH_CODERS]
 SPEED_CURVES = ("E8, no dither", "TCQ256, no dither")
 GGUF_FACTOR = 0.85
 LAPLACE_SHAPE = (2048, 1024)
@@ -489,7 +490,7 @@ def plot(title: str, rows: list[Row], path: Path) -> None:
 
 def verdict_lines(checks: list[dict[str, Any]]) -> list[str]:
     lines = []
-    columns = [column for *_, column in MATCH_CODERS]
+    columns = MATCH_COLUMNS
     for kind, name in (("nncodec", "NNCodec"), ("gguf", "GGUF")):
         mine = [c for c in checks if c["peer"].startswith(kind)]
         if not mine:
@@ -568,7 +569,7 @@ def render(document: dict[str, Any], rows_by_source: dict[str, list[Row]]) -> st
         checks = info["targets"]
         out += [f"## {info['title']}", "", f"![rate-distortion]({info['plot']})", ""]
         if checks:
-            columns = [column for *_, column in MATCH_CODERS]
+            columns = MATCH_COLUMNS
             heads = "".join(
                 f" udnc bits/w, {c} | udnc SQNR, {c} | udnc / peer, {c} | met, {c} |"
                 for c in columns
@@ -743,7 +744,7 @@ def conclusions(document: dict[str, Any], rows_by_source: dict[str, list[Row]]) 
         rows = rows_by_source[key]
         name = "MiniLM" if key == "minilm" else "Laplace"
         lines += [f"{name}, {line}" for line in verdict_lines(info["targets"])]
-        for *_, column in MATCH_CODERS:
+        for column in MATCH_COLUMNS:
             gaps = [
                 c["coders"][column]["bits"] - c["peer_bits"]
                 for c in info["targets"]
