@@ -716,6 +716,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def render_only(source: Path, out: Path) -> int:
     document = json.loads(source.read_text())
+    out.mkdir(parents=True, exist_ok=True)
     rows_by_source = {
         key: [row_from_dict(item) for item in info["rows"]]
         for key, info in document["sources"].items()
