@@ -467,14 +467,21 @@ def test_chunk_outside_the_data_region(offset: str) -> None:
         ((2**64 - 1, 2**64 - 1), LimitError),
         ((1,) * 33, LimitError),  # ndim 33
         ((1 << 24, 1 << 24, 1), LayoutError),  # 2^48 elements: allowed; sizes then disagree
+        ((0, 1 << 32, 1 << 32), LimitError),  # empty, but its other dimensions make 2^64
+        ((1 << 24, 0, 1 << 24), None),  # empty, 2^48 without the zero: valid
     ],
-    ids=["2^49", "2^64", "huge dims", "ndim 33", "2^48"],
+    ids=["2^49", "2^64", "huge dims", "ndim 33", "2^48", "empty 2^64", "empty 2^48"],
 )
 def test_shape_limits(shape, error) -> None:
-    assert (math.prod(shape) > MAX_ELEMENTS or len(shape) > 32) == (error is LimitError)
+    non_zero = math.prod(d for d in shape if d)
+    assert (non_zero > MAX_ELEMENTS or len(shape) > 32) == (error is LimitError)
     entry = TensorEntry("big", Dtype.U8, shape, passthrough=StreamRef(Coder.RAW, ()))
+    data = lay_out([(entry, [])])
+    if error is None:
+        assert udnc_format.load(data)["big"].shape == shape
+        return
     with pytest.raises(error):
-        udnc_format.UDNCFile(lay_out([(entry, [])]))
+        udnc_format.UDNCFile(data)
 
 
 def test_passthrough_size_must_match_shape() -> None:

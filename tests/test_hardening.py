@@ -208,3 +208,28 @@ def test_limits_must_be_byte_counts(packed, option: str, value: object) -> None:
     comparison."""
     with pytest.raises(udnc_format.InvalidInputError, match=option):
         udnc_format.load(packed, **{option: value})
+
+
+@pytest.mark.parametrize("case", invalid_vectors(), ids=lambda path: path.name)
+def test_every_entry_point_rejects_an_invalid_vector_in_one_line(case, tmp_path, capsys):
+    """``load``, ``open`` with ``get_tensor``, and ``udnc verify``/``decompress`` fail with a
+    UDNCError (exit 1, one line on stderr); ``udnc info`` reads the header alone, so it fails
+    the same way or succeeds."""
+    path = case / "input.udnc"
+    with pytest.raises(udnc_format.UDNCError):
+        udnc_format.load_file(path)
+    with pytest.raises(udnc_format.UDNCError), udnc_format.open(path) as handle:
+        for name in handle:
+            handle.get_tensor(name)
+    out = tmp_path / "out.safetensors"
+    for argv in (["verify", str(path)], ["decompress", str(path), "-o", str(out)]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"udnc {argv[0]}: "), err
+        assert not out.exists()
+    code = main(["info", str(path), "--json"])
+    captured = capsys.readouterr()
+    if code == 0:
+        json.loads(captured.out)
+    else:
+        assert code == 1 and captured.err.count("\n") == 1, captured.err

@@ -20,10 +20,11 @@ HEADER_CRC_SIZE = 4
 MAX_HEADER_LENGTH = 1 << 28  # 256 MiB of header body
 MAX_NAME_BYTES = 0xFFFF
 MAX_NDIM = 32
+# Elements of one tensor; for an empty tensor, the product of its non-zero dimensions (spec
+# §4.1, §9), so that no shape overflows a reader's sizes.
 MAX_ELEMENTS = 1 << 48
 MAX_CHUNK_RAW = 1 << 31  # decoded bytes of one chunk
 MAX_CODEBOOK_SIZE = 1 << 24  # codewords in one codebook
-MAX_DIMENSION = MAX_ELEMENTS  # one dimension of a shape (an empty tensor may not exceed it)
 MAX_ABS_COORDINATE = 1 << 24  # |lattice symbol|: keeps p - u exact in binary64 (spec §6.4)
 MAX_DITHER_STREAM = 0xFFFFFFFF  # spec §4.5: dither_stream is a u32
 

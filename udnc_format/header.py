@@ -20,7 +20,6 @@ from .constants import (
     MAGIC,
     MAX_CHUNK_RAW,
     MAX_CODEBOOK_SIZE,
-    MAX_DIMENSION,
     MAX_ELEMENTS,
     MAX_HEADER_LENGTH,
     MAX_NDIM,
@@ -424,9 +423,10 @@ def _convert(parsed: Any, major: int, minor: int) -> Header:
         where = entry.where
         if len(entry.shape) > MAX_NDIM:
             raise LimitError(f"{where}: {len(entry.shape)} dimensions exceed the limit {MAX_NDIM}")
-        if max(entry.shape, default=0) > MAX_DIMENSION or entry.elements > MAX_ELEMENTS:
+        if math.prod(d for d in entry.shape if d) > MAX_ELEMENTS:
             raise LimitError(
-                f"{where}: shape {entry.shape} exceeds {MAX_ELEMENTS} elements or per dimension"
+                f"{where}: shape {entry.shape}: the product of its non-zero dimensions exceeds "
+                f"2^{MAX_ELEMENTS.bit_length() - 1}"
             )
     return Header(tuple(tensors), MappingProxyType(metadata), sections, major, minor)
 

@@ -1606,6 +1606,22 @@ def truncated_at(where: Callable[[bytes], int]) -> Callable[[], bytes]:
     return build
 
 
+def empty_lattice_item(shape: Sequence[int], mask: bool = False) -> Item:
+    """A Z1 tensor of ``shape`` (with a zero dimension): no symbol chunk, and with ``mask`` a
+    mask stream of no chunk (0 bytes)."""
+    assert 0 in shape
+    return lattice_item(
+        "w",
+        Dtype.F32,
+        shape,
+        lattice=Lattice.Z1,
+        scale=0.5,
+        values=np.zeros(0),
+        bits=8,
+        mask=np.zeros(0, bool) if mask else None,
+    )
+
+
 def shape_edit(shape: Sequence[int], index: int = 0) -> Callable[[], bytes]:
     def build() -> bytes:
         return edit_body(base_file(), set_tensor(index, shape=list(shape)))
@@ -2625,6 +2641,32 @@ CASES: list[Case] = [
         "edge:empty-tensor",
     ),
     invalid("ndim-over-limit", "limit", "33 dimensions of size 1.", shape_edit([1] * 33)),
+    invalid(
+        "empty-passthrough-dimensions-over-limit",
+        "limit",
+        "An empty BOOL passthrough tensor of shape (0, 2^32, 2^32) with no chunk: every "
+        "dimension within 2^48, but the product of the non-zero ones is 2^64 (spec §4.1, §9).",
+        lambda: assemble(
+            [passthrough("w", dtype=Dtype.BOOL, shape=(0, 1 << 32, 1 << 32), raw=b"")]
+        ),
+        "edge:empty-tensor",
+    ),
+    invalid(
+        "empty-lattice-dimensions-over-limit",
+        "limit",
+        "An empty Z1 tensor of shape (2^24, 2^25, 0) with no symbol chunk: the product of the "
+        "non-zero dimensions is 2^49 (spec §4.1, §9).",
+        lambda: assemble([empty_lattice_item((1 << 24, 1 << 25, 0))]),
+        "edge:empty-tensor",
+    ),
+    invalid(
+        "empty-masked-dimensions-over-limit",
+        "limit",
+        "An empty Z1 tensor with a mask of 0 bytes, shape (0, 2^40, 2^9): the product of the "
+        "non-zero dimensions is 2^49 (spec §4.1, §9).",
+        lambda: assemble([empty_lattice_item((0, 1 << 40, 1 << 9), mask=True)]),
+        "edge:empty-tensor",
+    ),
     # --- Invalid: chunks and declared sizes (step 7) --------------------------------------------
     invalid(
         "chunk-raw-length-over-limit",
