@@ -356,3 +356,101 @@ def test_console_script_runs_as_a_process(checkpoint, tmp_path):
         check=False,
     )
     assert done.returncode == 1 and "missing.udnc" in done.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# Untrusted indexes and inputs: shards stay in the index's directory, only regular files are
+# read, and a malformed index fails in one line.
+
+
+@pytest.fixture
+def sharded(checkpoint, tmp_path) -> Path:
+    """A sharded .udnc output: its index in tmp_path/out."""
+    target = tmp_path / "out" / "m.udnc"
+    target.parent.mkdir()
+    assert run("compress", checkpoint, "-o", target, "--shard-size", "4K", "-q") == 0
+    return tmp_path / "out" / "m.udnc.index.json"
+
+
+def test_a_shard_symlinked_out_of_the_index_directory_is_refused(sharded, tmp_path, capsys):
+    index = json.loads(sharded.read_text())
+    first = sorted(set(index["weight_map"].values()))[0]
+    outside = tmp_path / "elsewhere.udnc"
+    (sharded.parent / first).rename(outside)
+    (sharded.parent / first).symlink_to(outside)
+    for command in ("info", "verify"):
+        assert run(command, sharded) == 1
+        assert_one_line_error(capsys, str(sharded), "leads outside its directory")
+    inside = sharded.parent / "sub" / first
+    inside.parent.mkdir()
+    outside.rename(inside)
+    (sharded.parent / first).unlink()
+    (sharded.parent / first).symlink_to(inside)  # within the directory: followed
+    assert run("verify", sharded, "-q") == 0
+
+
+@pytest.mark.parametrize(
+    "weight_map",
+    [["m-00001-of-00002.udnc"], "m-00001-of-00002.udnc", {"w": "a\x00b.udnc"}, {"w": "../x.udnc"}],
+    ids=["list", "string", "NUL", "parent"],
+)
+def test_a_malformed_weight_map_fails_in_one_line(sharded, weight_map, capsys):
+    document = json.loads(sharded.read_text())
+    document["weight_map"] = weight_map
+    sharded.write_text(json.dumps(document))
+    assert run("info", sharded) == 1
+    assert_one_line_error(capsys, str(sharded))
+
+
+def test_an_index_nested_too_deeply_fails_in_one_line(tmp_path, capsys):
+    for name in ("m.udnc.index.json", "m.safetensors.index.json"):
+        index = tmp_path / name
+        index.write_text("[" * 100_000 + "]" * 100_000)
+        command = ["info", index] if name.startswith("m.udnc") else ["compress", index, "-o", "x"]
+        assert run(*command) == 1
+        assert_one_line_error(capsys, str(index), "nested too deeply")
+
+
+def test_a_fifo_is_refused_without_blocking(checkpoint, tmp_path, capsys):
+    fifo = tmp_path / "pipe.udnc"
+    os.mkfifo(fifo)
+    for argv in (
+        ["info", fifo],
+        ["verify", fifo],
+        ["decompress", fifo, "-o", tmp_path / "x.safetensors"],
+        ["compress", fifo, "-o", tmp_path / "x.udnc"],
+    ):
+        assert run(*argv) == 1, argv
+        assert_one_line_error(capsys, str(fifo), "not a regular file")
+    with pytest.raises(udnc_format.UDNCError, match="not a regular file"):
+        udnc_format.open(fifo)
+    index = tmp_path / "f.udnc.index.json"
+    index.write_text(json.dumps({"format": "udnc-index", "weight_map": {"w": fifo.name}}))
+    assert run("verify", index) == 1
+    assert_one_line_error(capsys, "not a regular file")
+
+
+def test_a_valid_file_decoding_to_infinity_prints_no_warning(tmp_path):
+    """Vector f16-overflow-to-infinity decodes to ±inf (spec §11): no numpy RuntimeWarning on
+    stderr, from the main thread or a worker."""
+    vector = Path(udnc_format.__file__).parents[1] / "conformance" / "vectors"
+    path = vector / "f16-overflow-to-infinity" / "input.udnc"
+    for argv in (["verify", path], ["decompress", path, "-o", tmp_path / "x.safetensors"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "udnc_format.cli", *map(str, argv), "-q", "-j", "2"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def test_info_json_is_json_when_the_step_overflows(tmp_path, capsys):
+    from udnc_conformance.generate import edit_body, set_lattice
+
+    data = udnc_format.save({"w": RNG.normal(size=(16, 128))}, lattice="D4", step=0.1)
+    path = tmp_path / "huge-scale.udnc"
+    path.write_bytes(edit_body(data, set_lattice(scale=float.fromhex("0x1.fffffffffffffp+1023"))))
+    assert run("info", path, "--json") == 0
+    tensor = json.loads(capsys.readouterr().out)["tensors"][0]
+    assert tensor["step"] is None and tensor["scale"] == float.fromhex("0x1.fffffffffffffp+1023")

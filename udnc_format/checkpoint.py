@@ -9,13 +9,14 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 
 from .constants import DECODE_BATCH_BYTES
 from .encoder import EncodedTensor
 from .errors import InvalidInputError, TensorNotFoundError, UDNCError, WriteError
+from .fileio import describe, read_index
 from .header import TensorEntry
 from .reader import TensorInfo, UDNCFile
 from .writer import Assembler, atomic_write, create_temporary
@@ -143,18 +144,16 @@ class Checkpoint:
             raise
 
     def _shards(self) -> list[Path]:
+        """The shards the index names, each inside the index's directory."""
         if not self.path.name.endswith(INDEX_SUFFIX):
             return [self.path]
         try:
-            index: Any = json.loads(self.path.read_text(encoding="utf-8"))
-            names = list(dict.fromkeys(index["weight_map"].values()))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise InvalidInputError(f"{self.path}: not a udnc index ({exc})") from None
+            index, shards = read_index(self.path)
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"{self.path}: not a udnc index ({describe(exc)})") from None
         if index.get("format") != INDEX_FORMAT:
             raise InvalidInputError(f"{self.path}: not a udnc index (format is not {INDEX_FORMAT})")
-        if not all(isinstance(n, str) and n and Path(n).name == n for n in names):
-            raise InvalidInputError(f"{self.path}: weight_map names a shard outside its directory")
-        return [self.path.parent / name for name in names]
+        return [Path(shard) for shard in shards]
 
     @property
     def files(self) -> list[UDNCFile]:

@@ -213,7 +213,10 @@ def _info_dict(info: TensorInfo) -> dict[str, Any]:
         "shape": list(info.shape),
         "encoding": info.encoding,
         "lattice": info.lattice,
-        "step": info.step,
+        "scale": info.scale,
+        # The step s·V^(1/n) overflows for a scale near the largest binary64 (the scale, which
+        # the file stores, never does): JSON has no infinity, so it is null then.
+        "step": info.step if info.step is None or math.isfinite(info.step) else None,
         "dither": info.dither,
         "prng": info.prng,
         "seed": info.seed,
@@ -268,7 +271,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             "tensors": [_info_dict(i) for i in infos],
             "totals": totals,
         }
-        print(json.dumps(document, indent=2))
+        print(json.dumps(document, indent=2, allow_nan=False))
         return EXIT_OK
     in_shards = f" in {shards} shards" if shards > 1 else ""
     print(f"{path}: .udnc {', '.join(versions)}, {len(infos)} tensors{in_shards}")

@@ -115,7 +115,8 @@ def _store(out: np.ndarray, scaled: np.ndarray, dtype: Dtype) -> None:
     """spec §6.5: the binary64 values rounded to the output dtype, written in place (binary32
     and binary64 directly; binary16 and bfloat16 through binary32, the normative two steps)."""
     if dtype in (Dtype.F32, Dtype.F64):
-        np.copyto(out, scaled, casting="unsafe")
+        with np.errstate(over="ignore"):  # beyond the range: ±infinity (spec §11)
+            np.copyto(out, scaled, casting="unsafe")
     else:
         out[...] = round_to_dtype(scaled, dtype)
 

@@ -50,11 +50,13 @@ def itemsize(dtype: Dtype) -> int:
 
 
 def round_to_dtype(values: np.ndarray, dtype: Dtype) -> np.ndarray:
-    """spec §6.5: binary64 -> binary32 (round to nearest even), then to a narrower float."""
+    """spec §6.5: binary64 -> binary32 (round to nearest even), then to a narrower float. A
+    value beyond the output's range becomes ±infinity (spec §11), without a warning."""
     if dtype is Dtype.F64:
         return values.astype(np.float64)
-    single = values.astype(np.float32)
-    return single if dtype is Dtype.F32 else single.astype(NUMPY_DTYPES[dtype])
+    with np.errstate(over="ignore"):
+        single = values.astype(np.float32)
+        return single if dtype is Dtype.F32 else single.astype(NUMPY_DTYPES[dtype])
 
 
 def little_endian_view(array: np.ndarray, dtype: Dtype) -> memoryview:

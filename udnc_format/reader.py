@@ -23,7 +23,7 @@ from .errors import (
     TruncatedError,
     UDNCError,
 )
-from .fileio import read_at
+from .fileio import open_regular, read_at
 from .header import StreamRef, TensorEntry, read_header
 from .parallel import Workers
 from .quantizer import QuantizedTensor
@@ -130,7 +130,7 @@ class UDNCFile:
         else:
             self.source = os.fspath(source)
             try:
-                self._file = open(source, "rb")  # noqa: SIM115 - closed by close()
+                self._file = open_regular(source)
                 self.size = os.fstat(self._file.fileno()).st_size
             except OSError as exc:
                 self.close()

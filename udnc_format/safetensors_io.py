@@ -21,7 +21,7 @@ import numpy as np
 from .constants import Dtype
 from .dtypes import NUMPY_DTYPES, itemsize, little_endian_view
 from .errors import InvalidInputError
-from .fileio import read_array
+from .fileio import describe, open_regular, parse_json, read_array, read_index
 from .writer import atomic_write
 
 _LENGTH_SIZE = 8
@@ -48,7 +48,7 @@ class SafetensorsReader:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         try:
-            self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+            self._file = open_regular(self.path)
         except FileNotFoundError:
             raise InvalidInputError(f"{self.path}: no such file") from None
         except OSError as exc:
@@ -71,8 +71,8 @@ class SafetensorsReader:
         if length > min(_MAX_HEADER, size - _LENGTH_SIZE):
             raise self._fail(f"header length {length} exceeds the file or the 100 MB limit")
         try:
-            header = json.loads(self._file.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            header = parse_json(self._file.read(length))
+        except ValueError as exc:
             raise self._fail(f"header is not JSON ({exc})") from None
         if not isinstance(header, dict):
             raise self._fail("header is not a JSON object")
@@ -136,16 +136,11 @@ def checkpoint_files(path: str | os.PathLike[str]) -> list[Path]:
     if not path.name.endswith(".json"):
         return [path]
     try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-        weight_map = index["weight_map"]
-        shards = list(dict.fromkeys(weight_map.values()))
+        return [Path(shard) for shard in read_index(path)[1]]
     except FileNotFoundError:
         raise InvalidInputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
-        raise InvalidInputError(f"{path}: not a safetensors index (no weight_map)") from None
-    if not all(isinstance(s, str) and "/" not in s and s not in ("", ".", "..") for s in shards):
-        raise InvalidInputError(f"{path}: weight_map names a shard outside its directory")
-    return [path.parent / shard for shard in shards]
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"{path}: not a safetensors index ({describe(exc)})") from None
 
 
 def iter_checkpoint(
