@@ -233,3 +233,92 @@ def test_every_entry_point_rejects_an_invalid_vector_in_one_line(case, tmp_path,
         json.loads(captured.out)
     else:
         assert code == 1 and captured.err.count("\n") == 1, captured.err
+
+
+# ---------------------------------------------------------------------------------------------
+# Default limits: what the machine cannot hold is refused before anything is allocated, and
+# max_total_bytes bounds the whole file's decoded output before any stream is read
+
+
+def pruned_away(elements: int) -> bytes:
+    """A Z1 F32 tensor of ``elements`` elements (a multiple of 2^20) whose mask keeps none
+    (zstd frames of zero bytes, 4 stored bytes per 128 KiB of mask): a valid file of about one
+    byte per MiB that it declares."""
+    from udnc_conformance.generate import Item, assemble, stored_stream, zstd_rle_frame
+
+    from udnc_format.constants import Coder, Dtype, Lattice, Prng, Serialization
+    from udnc_format.header import LatticeParams, StreamRef, TensorEntry
+
+    mask_bytes, piece = -(-elements // 8), 1 << 30
+    sizes = [min(piece, mask_bytes - start) for start in range(0, mask_bytes, piece)]
+    mask, stored = stored_stream(Coder.ZSTD, [(zstd_rle_frame(n), n) for n in sizes])
+    params = LatticeParams(
+        Lattice.Z1, Prng.NONE, Serialization.PACKED8, 0.5, 0, 0, 1 << 20, 0, mask, None,
+        StreamRef(Coder.ZSTD, ()),
+    )  # fmt: skip
+    entry = TensorEntry("w", Dtype.F32, (elements,), quantized=params)
+    return assemble([Item(entry, tuple(stored))])
+
+
+def test_by_default_a_tensor_beyond_the_machine_is_refused_before_allocation(monkeypatch):
+    from udnc_format import limits
+
+    assert limits.MACHINE_MEMORY is not None and limits.MACHINE_MEMORY > 1 << 30
+    crafted = pruned_away((limits.MACHINE_MEMORY // 4 >> 20) + 1 << 20)  # beyond the machine
+    assert len(crafted) < (limits.MACHINE_MEMORY >> 20) + 1024
+
+    def no_allocation(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the decoder allocated for the tensor")
+
+    monkeypatch.setattr(reader, "plan_tensor", no_allocation)
+    monkeypatch.setattr(reader, "decode_quantized", no_allocation)
+    with udnc_format.UDNCFile(crafted) as handle:
+        for decode in (handle.get_tensor, handle.get_quantized):
+            with pytest.raises(udnc_format.LimitError, match=r"tensor 'w': declares \d+ decoded"):
+                decode("w")
+    with pytest.raises(udnc_format.LimitError, match=r"max_(tensor|total)_bytes"):
+        udnc_format.load(crafted)
+
+
+def test_max_total_bytes_bounds_the_whole_file_before_any_stream(monkeypatch, tmp_path, capsys):
+    tensors = {f"w{i}": np.full((16, 64), i, np.float32) for i in range(4)}  # 4 × 4096 bytes
+    data = udnc_format.save(tensors, step=0.1)
+
+    def no_read(*args: object) -> bytes:
+        raise AssertionError("a chunk was read")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(reader.UDNCFile, "_fetch", no_read)
+        with pytest.raises(udnc_format.LimitError, match="declares 16384 decoded bytes in 4"):
+            udnc_format.load(data, max_total_bytes=16383)
+        with pytest.raises(udnc_format.LimitError, match="max_total_bytes"):
+            udnc_format.UDNCFile(data, max_total_bytes=16383)
+    assert len(udnc_format.load(data, max_total_bytes=16384)) == 4
+    path = tmp_path / "m.udnc"
+    path.write_bytes(data)
+    assert main(["verify", str(path), "--max-total-bytes", "16383"]) == 1
+    assert "over the limit of 16383 (max_total_bytes)" in capsys.readouterr().err
+    assert main(["verify", str(path), "--max-total-bytes", "16K", "-q"]) == 0
+
+
+def test_load_limits_the_total_to_the_machine_and_open_does_not(monkeypatch):
+    from udnc_format import limits
+
+    tensors = {f"w{i}": np.full((16, 64), i, np.float32) for i in range(4)}
+    data = udnc_format.save(tensors, step=0.1)
+    monkeypatch.setattr(limits, "MACHINE_MEMORY", 16383)
+    # The defaults were bound when the functions were defined: the machine is bigger than 16K.
+    assert udnc_format.load.__kwdefaults__["max_total_bytes"] > 16383
+    monkeypatch.setitem(udnc_format.load.__kwdefaults__, "max_total_bytes", 16383)
+    with pytest.raises(udnc_format.LimitError, match="max_total_bytes"):
+        udnc_format.load(data)
+    assert udnc_format.open.__kwdefaults__["max_total_bytes"] is None
+
+
+def test_limits_can_be_lifted(packed, tmp_path):
+    path = tmp_path / "m.udnc"
+    path.write_bytes(packed)
+    none = {"max_tensor_bytes": None, "max_header_bytes": None, "max_total_bytes": None}
+    assert set(udnc_format.load(packed, **none)) == {"w", "b"}
+    assert main(["verify", str(path), "-q", "--max-tensor-bytes", "none"]) == 0
+    assert main(["verify", str(path), "-q", "--max-header-bytes", "NONE"]) == 0

@@ -39,6 +39,7 @@ from .errors import (
     UnsupportedVersionError,
     WriteError,
 )
+from .limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY
 from .reader import TensorInfo, UDNCFile
 from .writer import assemble_bytes, write_file
 
@@ -77,16 +78,18 @@ def save_file(tensors: Tensors, path: str | os.PathLike[str], **options: Any) ->
 def load(
     data: bytes,
     *,
-    max_tensor_bytes: int | None = None,
-    max_header_bytes: int | None = None,
+    max_tensor_bytes: int | None = MACHINE_MEMORY,
+    max_header_bytes: int | None = DEFAULT_MAX_HEADER_BYTES,
+    max_total_bytes: int | None = MACHINE_MEMORY,
     threads: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Decode every tensor of a .udnc file held in memory. ``max_tensor_bytes`` rejects, with a
-    LimitError and before decoding it, a tensor that declares more decoded bytes;
-    ``max_header_bytes`` a header body longer than that, before parsing it (SECURITY.md: set
-    both for files from untrusted sources). Each tensor's chunks decode on ``threads`` threads
-    (None: every core), the chunks of all tensors sharing them; the bits are the same for any
-    number.
+    """Decode every tensor of a .udnc file held in memory. The limits (SECURITY.md) refuse,
+    with a LimitError before anything is decoded or allocated for it, a tensor that declares more
+    decoded bytes than ``max_tensor_bytes``, a header body longer than ``max_header_bytes``, and
+    a file whose tensors together declare more than ``max_total_bytes``; by default this
+    machine's memory, 16 MiB and this machine's memory (None: no limit but the format's). Each
+    tensor's chunks decode on ``threads`` threads (None: every core), the chunks of all tensors
+    sharing them; the bits are the same for any number.
 
     >>> load(save({"b": np.arange(3, dtype=np.int64)}))["b"].tolist()
     [0, 1, 2]
@@ -94,7 +97,7 @@ def load(
     Traceback (most recent call last):
     udnc_format.errors.LimitError: <bytes>: tensor 'b': declares 24 decoded bytes, over the ...
     """
-    limits = {"max_tensor_bytes": max_tensor_bytes, "max_header_bytes": max_header_bytes}
+    limits = _limits(max_tensor_bytes, max_header_bytes, max_total_bytes)
     with UDNCFile(data, **limits, threads=threads) as handle:
         return handle.get_tensors(handle.keys())
 
@@ -102,12 +105,13 @@ def load(
 def load_file(
     path: str | os.PathLike[str],
     *,
-    max_tensor_bytes: int | None = None,
-    max_header_bytes: int | None = None,
+    max_tensor_bytes: int | None = MACHINE_MEMORY,
+    max_header_bytes: int | None = DEFAULT_MAX_HEADER_BYTES,
+    max_total_bytes: int | None = MACHINE_MEMORY,
     threads: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Decode every tensor of a .udnc file (the limits and ``threads`` as for :func:`load`)."""
-    limits = {"max_tensor_bytes": max_tensor_bytes, "max_header_bytes": max_header_bytes}
+    limits = _limits(max_tensor_bytes, max_header_bytes, max_total_bytes)
     with UDNCFile(path, **limits, threads=threads) as handle:
         return handle.get_tensors(handle.keys())
 
@@ -115,12 +119,14 @@ def load_file(
 def open(
     path: str | os.PathLike[str],
     *,
-    max_tensor_bytes: int | None = None,
-    max_header_bytes: int | None = None,
+    max_tensor_bytes: int | None = MACHINE_MEMORY,
+    max_header_bytes: int | None = DEFAULT_MAX_HEADER_BYTES,
+    max_total_bytes: int | None = None,
     threads: int | None = None,
 ) -> UDNCFile:
     """Open a file lazily: only the header is read until a tensor is asked for (the limits and
-    ``threads`` as for :func:`load`).
+    ``threads`` as for :func:`load`, except that the tensors together are not limited by
+    default: they are decoded one at a time).
 
     >>> import tempfile, pathlib
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.udnc"
@@ -129,8 +135,12 @@ def open(
     ...     f.keys(), f.metadata(), f.info("w").lattice
     (['w'], {'k': 'v'}, 'Z1')
     """
-    limits = {"max_tensor_bytes": max_tensor_bytes, "max_header_bytes": max_header_bytes}
+    limits = _limits(max_tensor_bytes, max_header_bytes, max_total_bytes)
     return UDNCFile(path, **limits, threads=threads)
+
+
+def _limits(tensor: int | None, header: int | None, total: int | None) -> dict[str, int | None]:
+    return {"max_tensor_bytes": tensor, "max_header_bytes": header, "max_total_bytes": total}
 
 
 __all__ = [

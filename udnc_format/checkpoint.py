@@ -15,9 +15,10 @@ import numpy as np
 
 from .constants import DECODE_BATCH_BYTES
 from .encoder import EncodedTensor
-from .errors import InvalidInputError, TensorNotFoundError, UDNCError, WriteError
+from .errors import InvalidInputError, LimitError, TensorNotFoundError, UDNCError, WriteError
 from .fileio import describe, read_index
 from .header import TensorEntry
+from .limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY, Limits
 from .reader import TensorInfo, UDNCFile
 from .writer import Assembler, atomic_write, create_temporary
 
@@ -117,11 +118,14 @@ class Checkpoint:
         self,
         path: str | os.PathLike[str],
         *,
-        max_tensor_bytes: int | None = None,
-        max_header_bytes: int | None = None,
+        max_tensor_bytes: int | None = MACHINE_MEMORY,
+        max_header_bytes: int | None = DEFAULT_MAX_HEADER_BYTES,
+        max_total_bytes: int | None = None,
         threads: int | None = None,
     ) -> None:
+        """The limits as for :class:`UDNCFile`, ``max_total_bytes`` over every shard."""
         self.path = Path(path)
+        limits = Limits(max_tensor_bytes, max_header_bytes, max_total_bytes)
         if not self.path.exists():
             raise InvalidInputError(f"{self.path}: no such file")
         self._files: list[UDNCFile] = []
@@ -139,6 +143,10 @@ class Checkpoint:
                     if name in self._owner:
                         raise InvalidInputError(f"{shard}: tensor {name!r} is in two shards")
                     self._owner[name] = handle
+            try:
+                limits.check_total(self.entries())
+            except LimitError as exc:
+                raise LimitError(f"{self.path}: {exc}") from None
         except BaseException:
             self.close()
             raise

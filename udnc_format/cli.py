@@ -35,6 +35,7 @@ from .constants import (
 )
 from .encoder import EncodeOptions, encode_tensors
 from .errors import InvalidInputError, MissingDependencyError, UDNCError, WriteError
+from .limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY
 from .rate import sqnr_for_bits
 from .rd import (
     ALLOCATIONS,
@@ -92,6 +93,25 @@ def parse_size(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
     return int(value * _SIZE_UNITS[unit])
+
+
+def parse_limit(text: str) -> int | None:
+    """A limit in bytes (:func:`parse_size`), or ``none`` for no limit below the format's.
+
+    >>> parse_limit("16M"), parse_limit("none")
+    (16777216, None)
+    """
+    return None if text.strip().lower() == "none" else parse_size(text)
+
+
+def _size_text(size: int | None) -> str:
+    """``24G``, ``16M``, ``1.5K``; ``none`` for None."""
+    if size is None:
+        return "none"
+    for unit in ("T", "G", "M", "K"):
+        if size >= _SIZE_UNITS[unit]:
+            return f"{size / _SIZE_UNITS[unit]:.3g}{unit}"
+    return str(size)
 
 
 def _offsets(items: Sequence[str], uniform: bool) -> tuple[tuple[str, float], ...]:
@@ -200,8 +220,9 @@ def _open(path: Path, args: argparse.Namespace) -> Checkpoint:
     """The checkpoint at ``path``, read with the command's limits and threads."""
     return Checkpoint(
         path,
-        max_tensor_bytes=getattr(args, "max_tensor_bytes", None),
-        max_header_bytes=getattr(args, "max_header_bytes", None),
+        max_tensor_bytes=getattr(args, "max_tensor_bytes", MACHINE_MEMORY),
+        max_header_bytes=args.max_header_bytes,
+        max_total_bytes=getattr(args, "max_total_bytes", None),
         threads=getattr(args, "threads", None),
     )
 
@@ -496,18 +517,28 @@ def build_parser() -> argparse.ArgumentParser:
     limits = argparse.ArgumentParser(add_help=False)
     limits.add_argument(
         "--max-tensor-bytes",
-        type=parse_size,
+        type=parse_limit,
+        default=MACHINE_MEMORY,
         metavar="SIZE",
-        help="reject (exit 1) a tensor that declares more decoded bytes, e.g. 1G: for files "
-        "from untrusted sources (SECURITY.md)",
+        help="reject (exit 1) a tensor that declares more decoded bytes, e.g. 1G, before "
+        f"anything is allocated for it (default: this machine's memory, "
+        f"{_size_text(MACHINE_MEMORY)}; 'none': only the format's limits; SECURITY.md)",
+    )
+    limits.add_argument(
+        "--max-total-bytes",
+        type=parse_limit,
+        metavar="SIZE",
+        help="reject (exit 1) a file whose tensors together declare more decoded bytes, e.g. "
+        "8G, before any is decoded: bounds the time a file can take (default: none)",
     )
     header_limit = argparse.ArgumentParser(add_help=False)
     header_limit.add_argument(
         "--max-header-bytes",
-        type=parse_size,
+        type=parse_limit,
+        default=DEFAULT_MAX_HEADER_BYTES,
         metavar="SIZE",
-        help="reject (exit 1) a file whose header is longer, e.g. 16M: for files from untrusted "
-        "sources (SECURITY.md)",
+        help="reject (exit 1) a file whose header is longer, before parsing it (default: "
+        f"{_size_text(DEFAULT_MAX_HEADER_BYTES)}; 'none': the format's 256M)",
     )
     threads = argparse.ArgumentParser(add_help=False)
     threads.add_argument(

@@ -17,7 +17,6 @@ from . import coders
 from .decoder import Fetch, TensorPlan, decode_quantized, plan_tensor
 from .errors import (
     ChecksumError,
-    InvalidInputError,
     LimitError,
     TensorNotFoundError,
     TruncatedError,
@@ -25,6 +24,7 @@ from .errors import (
 )
 from .fileio import open_regular, read_at
 from .header import StreamRef, TensorEntry, read_header
+from .limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY, Limits
 from .parallel import Workers
 from .quantizer import QuantizedTensor
 
@@ -101,26 +101,15 @@ class UDNCFile:
         self,
         source: bytes | bytearray | memoryview | str | os.PathLike[str],
         *,
-        max_tensor_bytes: int | None = None,
-        max_header_bytes: int | None = None,
+        max_tensor_bytes: int | None = MACHINE_MEMORY,
+        max_header_bytes: int | None = DEFAULT_MAX_HEADER_BYTES,
+        max_total_bytes: int | None = None,
         threads: int | None = None,
     ) -> None:
-        for option, limit in (
-            ("max_tensor_bytes", max_tensor_bytes),
-            ("max_header_bytes", max_header_bytes),
-        ):
-            if limit is not None and (
-                not isinstance(limit, int) or isinstance(limit, bool) or limit < 0
-            ):
-                raise InvalidInputError(
-                    f"{option} must be a non-negative integer or None, got {limit!r}"
-                )
+        # spec §9: a decoder MAY set lower limits than the format's (limits.py, SECURITY.md).
+        self.limits = Limits(max_tensor_bytes, max_header_bytes, max_total_bytes)
         # Chunks of a tensor decode in parallel on ``threads`` threads (None: every core).
         self._workers = Workers(threads)
-        # spec §9: a decoder MAY set lower limits than the format's; a server opening untrusted
-        # files sets them (SECURITY.md), or a tiny file may declare gigabytes of tensor, and a
-        # header of 256 MiB takes minutes to parse.
-        self.max_tensor_bytes = max_tensor_bytes
         self._file: BinaryIO | None = None
         self._data: memoryview | None = None
         if isinstance(source, (bytes, bytearray, memoryview)):
@@ -136,7 +125,10 @@ class UDNCFile:
                 self.close()
                 raise UDNCError(f"{self.source}: cannot read: {exc.strerror or exc}") from None
         try:
-            self.header, self.data_start = read_header(self._read, self.size, max_header_bytes)
+            self.header, self.data_start = read_header(
+                self._read, self.size, self.limits.header_bytes
+            )
+            self.limits.check_total(self.header.tensors)
         except UDNCError as exc:
             self.close()
             raise type(exc)(f"{self.source}: {exc}") from None
@@ -196,12 +188,7 @@ class UDNCFile:
 
     def _check_budget(self, entry: TensorEntry) -> None:
         """LimitError before decoding a tensor whose declared sizes exceed max_tensor_bytes."""
-        declared = max(entry.source_bytes, sum(s.raw_length for s in entry.streams()))
-        if self.max_tensor_bytes is not None and declared > self.max_tensor_bytes:
-            raise LimitError(
-                f"{self.source}: tensor {entry.name!r}: declares {declared} decoded bytes, over "
-                f"the limit of {self.max_tensor_bytes} (max_tensor_bytes)"
-            )
+        self.limits.check_tensor(entry, self.source)
 
     def get_tensor(self, name: str) -> np.ndarray:
         """Decode tensor ``name`` (checking every checksum on the way)."""
