@@ -22,6 +22,7 @@ from safetensors.numpy import save_file as st_save_file
 import udnc_format
 from udnc_format import checkpoint, writer
 from udnc_format.cli import main
+from udnc_format.encoder import EncodeOptions, encode_tensors
 
 RNG = np.random.default_rng(11)
 WEIGHTS = {f"layer{i}.weight": RNG.normal(size=(64, 96)).astype(np.float32) for i in range(4)}
@@ -56,8 +57,8 @@ def full_disk(monkeypatch: pytest.MonkeyPatch, room: int) -> None:
     """Every output written through a temporary file beside its target has ``room`` bytes."""
     create = writer.create_temporary
 
-    def create_on_full_disk(target: Path) -> FullDisk:
-        return FullDisk(create(target), room)
+    def create_on_full_disk(target: Path, created: list[Path]) -> FullDisk:
+        return FullDisk(create(target, created), room)
 
     monkeypatch.setattr(writer, "create_temporary", create_on_full_disk)
     monkeypatch.setattr(checkpoint, "create_temporary", create_on_full_disk)
@@ -211,3 +212,30 @@ def test_signal_during_compress_leaves_the_old_output_and_the_input(
     if old_output:
         assert target.read_bytes() == OLD_OUTPUT
     assert digest(large_source) == before
+
+
+def test_an_interruption_just_after_the_temporary_file_appears_leaves_nothing(
+    tmp_path, monkeypatch
+):
+    """A signal handled right after ``open`` created the temporary file, before its caller
+    holds it (the race a loaded machine hit in the SIGINT test), still removes it."""
+    real_open = open
+
+    def open_then_interrupted(path: object, mode: str = "r", *args: object) -> object:
+        handle = real_open(path, mode, *args)  # type: ignore[call-overload]
+        if "x" in mode:
+            handle.close()
+            raise KeyboardInterrupt
+        return handle
+
+    monkeypatch.setattr(writer, "open", open_then_interrupted, raising=False)
+    tensors = {"w": np.ones((8, 256), np.float32)}
+    for save in (
+        lambda: udnc_format.save_file(tensors, tmp_path / "m.udnc"),
+        lambda: checkpoint.write_shards(
+            encode_tensors(tensors, EncodeOptions()), {}, tmp_path / "s.udnc", 1 << 20
+        ),
+    ):
+        with pytest.raises(KeyboardInterrupt):
+            save()
+        assert sorted(os.listdir(tmp_path)) == []

@@ -20,7 +20,7 @@ from .fileio import describe, read_index
 from .header import TensorEntry
 from .limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY, Limits
 from .reader import TensorInfo, UDNCFile
-from .writer import Assembler, atomic_write, create_temporary
+from .writer import Assembler, atomic_write, create_temporary, remove_all
 
 INDEX_SUFFIX = ".index.json"
 INDEX_FORMAT = "udnc-index"
@@ -50,15 +50,16 @@ def write_shards(
     if shard_bytes <= 0:
         raise InvalidInputError(f"shard size must be positive, got {shard_bytes}")
     target = Path(path)
-    temporaries: list[tuple[Path, list[str]]] = []
+    created: list[Path] = []  # the shards' temporary files, in order
+    shards: list[list[str]] = []  # each shard's tensor names
     placed: list[Path] = []
     try:
         with tempfile.TemporaryFile(dir=target.parent) as spool:
             assembler = Assembler(metadata, spool)
 
             def close_shard() -> None:
-                with create_temporary(target) as out:
-                    temporaries.append((Path(out.name), [e.name for e in assembler.entries]))
+                with create_temporary(target, created) as out:
+                    shards.append([e.name for e in assembler.entries])
                     assembler.finish(out)
                     out.flush()
                     os.fsync(out.fileno())
@@ -72,19 +73,15 @@ def write_shards(
                     assembler = Assembler(metadata, spool)
                 assembler.add(item)
             close_shard()
-        total = len(temporaries)
         weight_map: dict[str, str] = {}
-        for number, (temporary, names) in enumerate(temporaries, start=1):
-            final = target.parent / shard_name(target, number, total)
+        for number, (temporary, names) in enumerate(zip(created, shards, strict=True), start=1):
+            final = target.parent / shard_name(target, number, len(shards))
             os.replace(temporary, final)
             placed.append(final)
             weight_map.update(dict.fromkeys(names, final.name))
         return [*placed, write_index(target, weight_map, metadata)]
     except BaseException as exc:
-        for temporary, _ in temporaries:
-            temporary.unlink(missing_ok=True)
-        for final in placed:
-            final.unlink(missing_ok=True)
+        remove_all([*created, *placed])
         if isinstance(exc, OSError) and not isinstance(exc, UDNCError):
             raise WriteError(f"{target}: write failed: {exc.strerror or exc}") from None
         raise

@@ -61,36 +61,47 @@ def assemble_bytes(encoded: Iterable[EncodedTensor], metadata: Mapping[str, str]
     return out.getvalue()
 
 
-def create_temporary(target: Path) -> IO[bytes]:
+def create_temporary(target: Path, created: list[Path]) -> IO[bytes]:
     """A new, hidden file beside ``target``, created with mode 0o666 less the umask (as an
-    ordinary output would be, where tempfile's 0o600 would hide it from other users)."""
+    ordinary output would be, where tempfile's 0o600 would hide it from other users). Its path
+    is appended to ``created`` *before* the file exists, so that a caller that removes every
+    path of ``created`` on failure leaves nothing behind, even when a signal interrupts it just
+    after the file appeared."""
     for _ in range(100):
         path = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        created.append(path)
         try:
             return open(path, "xb")
         except FileExistsError:
-            continue
+            created.pop()  # another file's name: not ours to remove
     raise FileExistsError(f"no free temporary name beside {target}")
+
+
+def remove_all(paths: Iterable[Path]) -> None:
+    """Remove the files that exist among ``paths``."""
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write`` on a temporary file beside ``path`` and rename it into place only when it
     completed and reached the disk; on any failure (or interruption) remove it."""
     target = Path(path)
+    created: list[Path] = []
     try:
-        handle = create_temporary(target)
-    except OSError as exc:
-        raise WriteError(
-            f"{target}: cannot create a file in {target.parent}: {exc.strerror}"
-        ) from None
-    try:
+        try:
+            handle = create_temporary(target, created)
+        except OSError as exc:
+            raise WriteError(
+                f"{target}: cannot create a file in {target.parent}: {exc.strerror}"
+            ) from None
         with handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(handle.name, target)
+        os.replace(created[-1], target)
     except BaseException as exc:
-        Path(handle.name).unlink(missing_ok=True)
+        remove_all(created)
         if isinstance(exc, OSError) and not isinstance(exc, UDNCError):
             raise WriteError(f"{target}: write failed: {exc.strerror or exc}") from None
         raise
