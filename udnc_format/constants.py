@@ -39,9 +39,10 @@ DEFAULT_PASSTHROUGH_CHUNK_BYTES = 1 << 22
 # Whole-file decodes (CLI decompress, verify) decode tensors in batches of about this many
 # output bytes, the chunks of a batch sharing the threads: small tensors in parallel too.
 DECODE_BATCH_BYTES = 1 << 26
-# Each decoding thread keeps one binary64 scratch buffer of up to this many values (16 MiB),
-# enough for a default chunk; a larger chunk gets a buffer of its own.
-DECODE_SCRATCH_VALUES = 1 << 21
+# A chunk decodes in blocks of about this many values, so that its temporaries (fields,
+# symbols, dither, binary64 values: about 40 bytes a value) stay a few MiB per thread however
+# large the chunk (bench/memory).
+DECODE_BLOCK_VALUES = 1 << 16
 # The field width (spec §6.2) is chosen on a sample of up to this many weights: enough for the
 # choice (bench/entropy) at a quarter of a default chunk's four trial codings. A larger tensor
 # is sampled in this many blocks spread over it, since its start can be unlike the rest (the

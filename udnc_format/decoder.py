@@ -1,6 +1,9 @@
 """The normative decoder of one tensor (spec §6, §8), given a way to fetch its checked,
-decompressed chunks. Chunks are decoded straight into their slice of the output, in parallel
-on the given workers (spec §8.1 allows any order; the bits do not depend on it)."""
+decompressed chunks. Chunks are decoded straight into their place in the output, in parallel on
+the given workers (spec §8.1 allows any order; the bits do not depend on it), and each chunk
+block by block: decoding holds the output, the chunks being decoded, and one block of
+temporaries per thread, whatever the chunk's size or the lattice (bench/memory).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from functools import partial
 
 import numpy as np
 
-from .constants import DECODE_SCRATCH_VALUES, MAX_ABS_COORDINATE, Dtype, Prng
+from .constants import DECODE_BLOCK_VALUES, MAX_ABS_COORDINATE, Dtype, Prng
 from .dtypes import NUMPY_DTYPES, round_to_dtype
 from .errors import CorruptStreamError, LayoutError, LimitError
 from .header import (
@@ -24,9 +27,10 @@ from .header import (
     vector_count,
 )
 from .lattices import CubicLattice, fixed_point_scale, fixed_point_values, get_lattice
+from .mask import Mask
 from .philox import centred_from_levels, dither_levels
 from .quantizer import QuantizedTensor
-from .symbols import deserialize, deserialize_symbols, unpack_bits
+from .symbols import SymbolChunk
 
 # fetch(stream, chunk index) -> the chunk's decoded bytes, checksum and size already checked.
 Fetch = Callable[[StreamRef, int], bytes]
@@ -63,6 +67,26 @@ class TensorPlan:
     finish: Callable[[], np.ndarray]
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """A lattice-coded tensor's mask (None: every weight kept), kept weights, vectors and
+    symbol chunks, and its codebook (K, n) float32 (None without one), checked (spec §6.1,
+    §6.6, §6.7, §8.1 step 9)."""
+
+    mask: Mask | None
+    kept: int
+    vectors: int
+    chunks: int
+    codewords: np.ndarray | None
+
+
+def block_vectors(dim: int) -> int:
+    """Vectors per decoding block: about DECODE_BLOCK_VALUES values, a multiple of 8 (whole
+    bytes of any field width and of the coset bitmap) and, for the trellis lattices (n = 1),
+    of their 4096-weight segments."""
+    return max(8, DECODE_BLOCK_VALUES // dim // 8 * 8)
+
+
 def plan_tensor(entry: TensorEntry, fetch: Fetch) -> TensorPlan:
     """The plan of one tensor, after the checks that need no symbol chunk (its mask and
     codebook are read here)."""
@@ -71,29 +95,25 @@ def plan_tensor(entry: TensorEntry, fetch: Fetch) -> TensorPlan:
         return _plan_passthrough(entry, fetch, dtype)
     assert entry.quantized is not None
     q = entry.quantized
-    mask, kept, vectors, expected, codewords = _read_layout(entry, fetch)
-    codebook = None if codewords is None else codewords.astype(np.float64)
-    values = _allocate(kept, dtype)
-    width = q.chunk_vectors * q.dim
+    layout = _read_layout(entry, fetch)
+    # Pruned weights decode to +0.0: the kept ones are placed into a zeroed output.
+    out = _allocate(entry.elements, dtype, zero=layout.mask is not None)
+    n = q.dim
 
     def decode_one(index: int) -> None:
-        first = index * q.chunk_vectors
-        count = min(q.chunk_vectors, vectors - first)
-        start = index * width
-        stop = min(start + count * q.dim, kept)
         raw = fetch(q.symbols, index)
         with naming_chunk(q.symbols, index, "symbols"):
-            scaled = decode_chunk_scaled(q, raw, first, count, codebook)
-        _store(values[start:stop], scaled[: stop - start], entry.dtype)
+            for first, scaled in _chunk_blocks(q, raw, index, layout):
+                start = first * n  # the first kept weight of the block
+                stop = min(start + scaled.size, layout.kept)  # the padding is discarded
+                values = scaled[: stop - start]
+                if layout.mask is None:
+                    _store(out[start:stop], values, entry.dtype)
+                else:
+                    out[layout.mask.positions(start, stop)] = round_to_dtype(values, entry.dtype)
 
-    def finish() -> np.ndarray:
-        if mask is None:
-            return values.reshape(entry.shape)
-        full = _allocate(entry.elements, dtype, zero=True)  # pruned weights decode to +0.0
-        full[mask] = values
-        return full.reshape(entry.shape)
-
-    return TensorPlan([partial(decode_one, index) for index in range(expected)], finish)
+    tasks = [partial(decode_one, index) for index in range(layout.chunks)]
+    return TensorPlan(tasks, lambda: out.reshape(entry.shape))
 
 
 def _plan_passthrough(entry: TensorEntry, fetch: Fetch, dtype: np.dtype) -> TensorPlan:
@@ -121,11 +141,9 @@ def _store(out: np.ndarray, scaled: np.ndarray, dtype: Dtype) -> None:
         out[...] = round_to_dtype(scaled, dtype)
 
 
-def _read_layout(
-    entry: TensorEntry, fetch: Fetch
-) -> tuple[np.ndarray | None, int, int, int, np.ndarray | None]:
-    """A lattice-coded tensor's mask (or None), kept weights, vectors and symbol chunks, and
-    its codebook (K, n) float32 (or None), after the checks of spec §6.1, §6.6 and §6.7."""
+def _read_layout(entry: TensorEntry, fetch: Fetch) -> _Layout:
+    """The layout of a lattice-coded tensor: its mask and codebook streams read and checked,
+    then its symbol chunks counted (spec §8.1 steps 8 and 9)."""
     assert entry.quantized is not None
     q = entry.quantized
     mask = None
@@ -133,8 +151,8 @@ def _read_layout(
     if q.mask is not None:
         content = read_stream(q.mask, fetch)
         with naming_chunk(q.mask, len(q.mask.chunks) - 1, "mask"):  # the padding is in the last
-            mask = unpack_bits(content, 0, entry.elements).astype(bool)
-        kept = int(np.count_nonzero(mask))
+            mask = Mask(content, entry.elements)
+        kept = mask.kept
     vectors = vector_count(kept, q.dim)
     expected = chunk_count(vectors, q.chunk_vectors)
     if len(q.symbols.chunks) != expected:
@@ -143,7 +161,7 @@ def _read_layout(
             f"{q.dim}, {q.chunk_vectors} per chunk, need {expected} (entry at offset "
             f"{entry.header_offset})"
         )
-    check_symbol_chunks(q, vectors, "tensor")
+    check_symbol_chunks(q, vectors, f"entry at offset {entry.header_offset},")
     codewords = None
     if q.codebook is not None:
         raw = read_stream(q.codebook, fetch)
@@ -155,7 +173,51 @@ def _read_layout(
                 f"codeword {first} is not finite (spec §6.6), in the codebook stream whose first "
                 f"chunk is at offset {q.codebook.chunks[0].offset}"
             )
-    return mask, kept, vectors, expected, codewords
+    return _Layout(mask, kept, vectors, expected, codewords)
+
+
+def _symbol_chunk(q: LatticeParams, raw: bytes, index: int, vectors: int) -> SymbolChunk:
+    """Symbol chunk ``index`` of a tensor of ``vectors`` vectors, its layout checked (§6.2)."""
+    count = min(q.chunk_vectors, vectors - index * q.chunk_vectors)
+    codebook = q.codebook is not None
+    return SymbolChunk(
+        raw,
+        count,
+        1 if codebook else q.dim,
+        int(q.serialization),
+        coset_bitmap=not codebook and get_lattice(q.lattice).has_coset_bit,
+        block_vectors=block_vectors(q.dim),
+    )
+
+
+def _chunk_blocks(
+    q: LatticeParams, raw: bytes, index: int, layout: _Layout
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first vector, the flat binary64 values x ⊗ s of spec §6.4 and §6.5) of each block of
+    symbol chunk ``index``; the values may be this thread's scratch buffer, valid until the
+    next block."""
+    chunk = _symbol_chunk(q, raw, index, layout.vectors)
+    offset = index * q.chunk_vectors
+    codec, fine = get_lattice(q.lattice), fixed_point_scale(q.scale)
+    for block in range(chunk.blocks):
+        first, last = (offset + v for v in chunk.block_span(block))
+        levels = _levels(q, first, last - first)
+        if layout.codewords is not None:
+            indices = chunk.values(block, q.codebook_size).astype(np.intp)
+            chosen = layout.codewords[indices].astype(np.float64)
+            if levels is not None:
+                chosen -= codec.offsets(centred_from_levels(levels).reshape(-1, q.dim))
+            scaled = chosen.reshape(-1)
+            scaled *= q.scale
+        elif isinstance(codec, CubicLattice) and levels is not None and fine is not None:
+            # The default path, Z^n with dither, in integers held exactly in binary64.
+            symbols = chunk.symbols(block, _SYMBOL_LIMIT, _scratch(levels.size))
+            scaled = fixed_point_values(symbols, levels, fine)
+        else:
+            cosets = chunk.cosets(block) if codec.has_coset_bit else None
+            symbols = chunk.symbols(block, _SYMBOL_LIMIT).reshape(-1, q.dim)
+            scaled = codec.reconstruct_scaled(cosets, symbols, levels, q.scale)
+        yield first, scaled
 
 
 def decode_quantized(entry: TensorEntry, fetch: Fetch) -> QuantizedTensor:
@@ -164,27 +226,26 @@ def decode_quantized(entry: TensorEntry, fetch: Fetch) -> QuantizedTensor:
     inverse of ``encoder.encode_quantized``; ``squared_error`` is unknown and left 0)."""
     assert entry.quantized is not None
     q = entry.quantized
-    mask, _, vectors, expected, codewords = _read_layout(entry, fetch)
-    codec, n = get_lattice(q.lattice), q.dim
-    indices = np.empty(vectors, dtype=np.int32) if codewords is not None else None
-    symbols = np.empty((vectors, n), dtype=np.int32) if codewords is None else None
-    cosets = (
-        np.empty(vectors, dtype=np.uint8) if codewords is None and codec.has_coset_bit else None
-    )
-    for index in range(expected):
-        first = index * q.chunk_vectors
-        count = min(q.chunk_vectors, vectors - first)
+    layout = _read_layout(entry, fetch)
+    codec, n, vectors = get_lattice(q.lattice), q.dim, layout.vectors
+    codebook = layout.codewords is not None
+    indices = np.empty(vectors, dtype=np.int32) if codebook else None
+    symbols = None if codebook else np.empty((vectors, n), dtype=np.int32)
+    cosets = np.empty(vectors, np.uint8) if not codebook and codec.has_coset_bit else None
+    for index in range(layout.chunks):
+        offset = index * q.chunk_vectors
         raw = fetch(q.symbols, index)
-        if indices is not None:
-            with naming_chunk(q.symbols, index, "symbols"):
-                indices[first : first + count] = chunk_indices(q, raw, count)
-        else:
-            assert symbols is not None
-            with naming_chunk(q.symbols, index, "symbols"):
-                chunk_cosets, chunk_values = chunk_symbols(q, raw, count)
-            symbols[first : first + count] = chunk_values
-            if cosets is not None and chunk_cosets is not None:
-                cosets[first : first + count] = chunk_cosets
+        with naming_chunk(q.symbols, index, "symbols"):
+            chunk = _symbol_chunk(q, raw, index, vectors)
+            for block in range(chunk.blocks):
+                first, last = (offset + v for v in chunk.block_span(block))
+                if indices is not None:
+                    indices[first:last] = chunk.values(block, q.codebook_size)
+                    continue
+                assert symbols is not None
+                symbols[first:last] = chunk.symbols(block, _SYMBOL_LIMIT).reshape(-1, n)
+                if cosets is not None:
+                    cosets[first:last] = chunk.cosets(block)
     return QuantizedTensor(
         entry.dtype,
         entry.shape,
@@ -193,10 +254,10 @@ def decode_quantized(entry: TensorEntry, fetch: Fetch) -> QuantizedTensor:
         q.prng,
         q.seed,
         q.dither_stream,
-        mask,
+        None if layout.mask is None else layout.mask.as_array(),
         cosets=cosets,
         symbols=symbols,
-        codebook=None if codewords is None else codewords.copy(),
+        codebook=None if layout.codewords is None else layout.codewords.copy(),
         indices=indices,
     )
 
@@ -211,15 +272,13 @@ def _allocate(count: int, dtype: np.dtype, zero: bool = False) -> np.ndarray:
         ) from None
 
 
-# Each worker thread reuses one binary64 buffer for its chunks: fresh pages for every chunk
-# cost more than the arithmetic on them (bench/speed). Default chunks (2^20 weights) qualify.
+# Each worker thread reuses one binary64 buffer of a block: fresh pages for every block cost
+# more than the arithmetic on them (bench/speed).
 _SCRATCH = threading.local()
 
 
 def _scratch(size: int) -> np.ndarray:
-    """``size`` binary64 of this thread's scratch buffer (a new array above the limit)."""
-    if size > DECODE_SCRATCH_VALUES:
-        return np.empty(size)
+    """``size`` binary64 of this thread's scratch buffer."""
     buffer = getattr(_SCRATCH, "values", None)
     if buffer is None or buffer.size < size:
         buffer = _SCRATCH.values = np.empty(size)
@@ -231,58 +290,3 @@ def _levels(q: LatticeParams, first: int, count: int) -> np.ndarray | None:
     if q.prng is Prng.NONE:
         return None
     return dither_levels(q.seed, q.dither_stream, first * q.dim, count * q.dim, q.prng)
-
-
-def decode_chunk(
-    q: LatticeParams, raw: bytes, first: int, count: int, codebook: np.ndarray | None
-) -> np.ndarray:
-    """spec §6.4: the binary64 values x (count, n) of vectors ``first .. first+count-1``,
-    before scaling."""
-    codec, n = get_lattice(q.lattice), q.dim
-    levels = _levels(q, first, count)
-    centred = None if levels is None else centred_from_levels(levels).reshape(count, n)
-    if codebook is not None:
-        chosen = codebook[chunk_indices(q, raw, count)]
-        return chosen if centred is None else chosen - codec.offsets(centred)
-    cosets, symbols = chunk_symbols(q, raw, count)
-    return codec.reconstruct(cosets, symbols, centred)
-
-
-def decode_chunk_scaled(
-    q: LatticeParams, raw: bytes, first: int, count: int, codebook: np.ndarray | None
-) -> np.ndarray:
-    """spec §6.4, §6.5: the flat binary64 values x ⊗ s of vectors ``first .. first+count-1``,
-    before the rounding to the output dtype: possibly this thread's scratch buffer, valid until
-    its next call."""
-    if codebook is not None:
-        scaled = decode_chunk(q, raw, first, count, codebook).reshape(-1)
-        scaled *= q.scale
-        return scaled
-    codec, levels, fine = (
-        get_lattice(q.lattice),
-        _levels(q, first, count),
-        fixed_point_scale(q.scale),
-    )
-    if isinstance(codec, CubicLattice) and levels is not None and fine is not None:
-        # The default path, Z^n with dither, in integers held exactly in binary64.
-        size = count * q.dim
-        symbols = deserialize_symbols(raw, 0, size, q.serialization, _SYMBOL_LIMIT, _scratch(size))
-        return fixed_point_values(symbols, levels, fine)
-    cosets, symbols = chunk_symbols(q, raw, count)
-    return codec.reconstruct_scaled(cosets, symbols, levels, q.scale)
-
-
-def chunk_indices(q: LatticeParams, raw: bytes, count: int) -> np.ndarray:
-    """spec §6.2, §6.6: the codeword indices (count,) of a codebook-mode symbol chunk."""
-    return deserialize(raw, 0, count, q.serialization, q.codebook_size).astype(np.intp)
-
-
-def chunk_symbols(q: LatticeParams, raw: bytes, count: int) -> tuple[np.ndarray | None, np.ndarray]:
-    """spec §6.2: the coset bits (E8; else None) and the symbols (count, n) of a symbol chunk."""
-    cosets = None
-    start = 0
-    if get_lattice(q.lattice).has_coset_bit:
-        cosets = unpack_bits(raw, 0, count)
-        start = (count + 7) // 8
-    symbols = deserialize_symbols(raw, start, count * q.dim, q.serialization, _SYMBOL_LIMIT)
-    return cosets, symbols.reshape(count, q.dim)

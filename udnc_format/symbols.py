@@ -75,15 +75,6 @@ def _field_table(bits: int) -> np.ndarray:
 _FIELD_TABLES = {bits: _field_table(bits) for bits in (1, 2, 4)}
 
 
-def _unpack_fields(data: np.ndarray, count: int, bits: int) -> np.ndarray:
-    if bits == 8:
-        return data
-    fields = _FIELD_TABLES[bits][data].view(np.uint8)
-    if fields[count:].any():
-        raise CorruptStreamError("padding fields after the last symbol are not zero")
-    return fields[:count]
-
-
 def serialize(values: np.ndarray, bits: int) -> bytes:
     """Unsigned values (< 2^32 + 2^bits + 253) to packed fields and their escapes.
 
@@ -110,47 +101,171 @@ def serialize(values: np.ndarray, bits: int) -> bytes:
     )
 
 
-def _read_fields(
-    data: Buffer, start: int, count: int, bits: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ``count`` fields (uint8) at ``data[start:]``, the positions of the escaped ones and
-    their values (uint64), after checking that the escapes end exactly at the end of
-    ``data`` (spec §6.2)."""
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    field_bytes = -(-count * bits // 8)
-    position = start + field_bytes
-    if buffer.size < position:
-        raise CorruptStreamError(f"chunk holds {buffer.size} bytes, needs at least {position}")
-    fields = _unpack_fields(buffer[start:position], count, bits)
-    escaped = np.flatnonzero(fields == (1 << bits) - 1)
-    second_count = escaped.size
-    if buffer.size < position + second_count:
-        raise CorruptStreamError(f"chunk ends inside its {second_count} escape bytes")
-    second = buffer[position : position + second_count].astype(np.uint64)
-    position += second_count
-    deferred = second == SECOND_LEVEL_ESCAPE
-    third_count = int(np.count_nonzero(deferred))
-    if buffer.size != position + WORD_SIZE * third_count:
-        raise CorruptStreamError(
-            f"chunk holds {buffer.size} bytes, but its fields and escapes make "
-            f"{position + WORD_SIZE * third_count}"
-        )
-    if third_count:
-        words = np.frombuffer(data, dtype="<u4", count=third_count, offset=position)
-        second[deferred] += words.astype(np.uint64)
-    second += np.uint64((1 << bits) - 1)
-    return fields, escaped, second
+def chunk_prefix_bytes(vectors: int, values: int, bits: int, coset_bitmap: bool) -> int:
+    """The bytes of a symbol chunk's coset bitmap and fields (spec §6.2): the least its decoded
+    bytes can be, escapes adding to it. ``values`` is the chunk's number of fields.
+
+    >>> chunk_prefix_bytes(vectors=5, values=40, bits=2, coset_bitmap=True)
+    11
+    """
+    return (-(-vectors // 8) if coset_bitmap else 0) + -(-values * bits // 8)
+
+
+# Escaped fields in each byte of packed fields of 1, 2 or 4 bits, to count escapes without
+# unpacking.
+_ESCAPES_IN_BYTE = {
+    bits: (_FIELD_TABLES[bits].view(np.uint8).reshape(256, -1) == (1 << bits) - 1).sum(axis=1)
+    for bits in (1, 2, 4)
+}
+
+
+class SymbolChunk:
+    """The decoded bytes of one symbol chunk (spec §6.2), checked on construction: the coset
+    bitmap (one bit per vector when ``coset_bitmap``), the ``vectors × per_vector`` fields of
+    ``bits`` bits with zero padding, one escape byte per escaped field, one escape word per
+    escape byte 255, and nothing after them. Its vectors are then read in blocks of
+    ``block_vectors`` (a multiple of 8), so that decoding a chunk holds one block's
+    temporaries at a time, whatever the chunk's size.
+
+    >>> chunk = SymbolChunk(bytes.fromhex("e40300ff2a000000"), 5, 1, 2)
+    >>> chunk.values(0).tolist()
+    [0, 1, 2, 3, 300]
+    """
+
+    def __init__(
+        self,
+        raw: Buffer,
+        vectors: int,
+        per_vector: int,
+        bits: int,
+        *,
+        coset_bitmap: bool = False,
+        block_vectors: int = 1 << 16,
+    ) -> None:
+        assert block_vectors % 8 == 0, block_vectors
+        self.vectors, self.per_vector, self.bits = vectors, per_vector, bits
+        self.block_vectors = block_vectors
+        self.blocks = -(-vectors // block_vectors)
+        self._data = np.frombuffer(raw, dtype=np.uint8)
+        size = self._data.size
+        self._fields_start = -(-vectors // 8) if coset_bitmap else 0
+        self._fields_end = chunk_prefix_bytes(vectors, vectors * per_vector, bits, coset_bitmap)
+        if size < self._fields_end:
+            raise CorruptStreamError(f"chunk holds {size} bytes, needs at least {self._fields_end}")
+        if coset_bitmap:
+            _check_padding(self._data, self._fields_start, vectors, 1, "coset bitmap")
+        _check_padding(self._data, self._fields_end, vectors * per_vector, bits, "fields")
+        # Escapes counted block by block (no chunk-sized temporary): where each block's escape
+        # bytes and escape words begin.
+        escapes = [0]
+        for block in range(self.blocks):
+            first, last = self._field_bytes(block)
+            packed = self._data[first:last]
+            if bits == 8:
+                escapes.append(int(np.count_nonzero(packed == SECOND_LEVEL_ESCAPE)))
+            else:
+                escapes.append(int(_ESCAPES_IN_BYTE[bits][packed].sum()))
+        self._escapes_before = np.cumsum(escapes)
+        escaped = int(self._escapes_before[-1])
+        if size < self._fields_end + escaped:
+            raise CorruptStreamError(f"chunk ends inside its {escaped} escape bytes")
+        second = self._data[self._fields_end : self._fields_end + escaped]
+        deferred = [0]
+        for block in range(self.blocks):
+            part = second[self._escapes_before[block] : self._escapes_before[block + 1]]
+            deferred.append(int(np.count_nonzero(part == SECOND_LEVEL_ESCAPE)))
+        self._words_before = np.cumsum(deferred)
+        words = int(self._words_before[-1])
+        if size != self._fields_end + escaped + WORD_SIZE * words:
+            raise CorruptStreamError(
+                f"chunk holds {size} bytes, but its fields and escapes make "
+                f"{self._fields_end + escaped + WORD_SIZE * words}"
+            )
+        self._second = second
+        self._words = np.frombuffer(raw, "<u4", count=words, offset=self._fields_end + escaped)
+
+    def block_span(self, block: int) -> tuple[int, int]:
+        """The chunk's vectors ``first .. last - 1`` that ``block`` holds."""
+        first = block * self.block_vectors
+        return first, min(first + self.block_vectors, self.vectors)
+
+    def _field_bytes(self, block: int) -> tuple[int, int]:
+        first, last = self.block_span(block)
+        start = self._fields_start + first * self.per_vector * self.bits // 8
+        return start, self._fields_start + -(-last * self.per_vector * self.bits // 8)
+
+    def _fields(self, block: int) -> np.ndarray:
+        first, last = self.block_span(block)
+        packed = self._data[slice(*self._field_bytes(block))]
+        if self.bits == 8:
+            return packed
+        return _FIELD_TABLES[self.bits][packed].view(np.uint8)[: (last - first) * self.per_vector]
+
+    def _escaped(self, block: int, count: int) -> np.ndarray:
+        """The values (uint64) of the ``count`` escaped fields of ``block``, in order."""
+        start = self._escapes_before[block]
+        second = self._second[start : start + count].astype(np.uint64)
+        deferred = second == SECOND_LEVEL_ESCAPE
+        if deferred.any():
+            first_word = self._words_before[block]
+            second[deferred] += self._words[first_word : self._words_before[block + 1]]
+        second += np.uint64((1 << self.bits) - 1)
+        return second
+
+    def cosets(self, block: int) -> np.ndarray:
+        """The coset bits (uint8) of the vectors of ``block``."""
+        first, last = self.block_span(block)
+        packed = self._data[first // 8 : -(-last // 8)]
+        return np.unpackbits(packed, bitorder="little")[: last - first]
+
+    def values(self, block: int, limit: int = MAX_VALUE + 256) -> np.ndarray:
+        """The unsigned values (uint64) of ``block``, each below ``limit``."""
+        fields = self._fields(block)
+        values = fields.astype(np.uint64)
+        escaped = np.flatnonzero(fields == (1 << self.bits) - 1)
+        values[escaped] = self._escaped(block, escaped.size)
+        if values.size and values.max() >= limit:
+            raise CorruptStreamError(
+                f"a symbol value {int(values.max())} is out of range (< {limit})"
+            )
+        return values
+
+    def symbols(self, block: int, limit: int, out: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`values` unzigzagged: the signed symbols (int64) of ``block``, every value below
+        ``limit`` (which must exceed 255), or written into ``out`` (binary64, exact) and
+        returned. The fields (at most 8 bits) are unzigzagged in 16 bits."""
+        fields = self._fields(block)
+        small = fields.astype(np.int16)
+        small = (small >> 1) ^ -(small & 1)
+        if out is None:
+            symbols = small.astype(np.int64)
+        else:
+            symbols = out[: small.size]
+            np.copyto(symbols, small)
+        escaped = np.flatnonzero(fields == (1 << self.bits) - 1)
+        if escaped.size:
+            values = self._escaped(block, escaped.size)
+            if values.max() >= limit:
+                raise CorruptStreamError(
+                    f"a symbol value {int(values.max())} is out of range (< {limit})"
+                )
+            symbols[escaped] = unzigzag(values)
+        return symbols
+
+
+def _check_padding(data: np.ndarray, end: int, count: int, bits: int, what: str) -> None:
+    """The bits after the last of ``count`` fields of ``bits`` bits, in the byte before ``end``,
+    must be zero (spec §6.2)."""
+    used = count * bits % 8
+    if used and data[end - 1] >> used:
+        raise CorruptStreamError(f"padding bits after the last of the {what} are not zero")
 
 
 def deserialize(data: Buffer, start: int, count: int, bits: int, limit: int) -> np.ndarray:
     """Read ``count`` values serialized with fields of ``bits`` bits at ``data[start:]``, which
     must end exactly at the end of ``data``; every value must be below ``limit``."""
-    fields, escaped, escaped_values = _read_fields(data, start, count, bits)
-    values = fields.astype(np.uint64)
-    values[escaped] = escaped_values
-    if count and values.max() >= limit:
-        raise CorruptStreamError(f"a symbol value {int(values.max())} is out of range (< {limit})")
-    return values
+    chunk = SymbolChunk(memoryview(data)[start:], count, 1, bits, block_vectors=_whole(count))
+    return chunk.values(0, limit) if count else np.zeros(0, np.uint64)
 
 
 def deserialize_symbols(
@@ -158,22 +273,16 @@ def deserialize_symbols(
 ) -> np.ndarray:
     """:func:`deserialize` followed by :func:`unzigzag`: the int64 lattice symbols, with every
     value below ``limit`` (which must exceed 255), or written into ``out`` (``count``
-    binary64, exact) and returned. The fields (at most 8 bits) are unzigzagged in 16 bits."""
-    fields, escaped, escaped_values = _read_fields(data, start, count, bits)
-    small = fields.astype(np.int16)
-    small = (small >> 1) ^ -(small & 1)
-    if out is None:
-        symbols = small.astype(np.int64)
-    else:
-        symbols = out
-        np.copyto(symbols, small)
-    if escaped.size:
-        if escaped_values.max() >= limit:
-            raise CorruptStreamError(
-                f"a symbol value {int(escaped_values.max())} is out of range (< {limit})"
-            )
-        symbols[escaped] = unzigzag(escaped_values)
-    return symbols
+    binary64, exact) and returned."""
+    chunk = SymbolChunk(memoryview(data)[start:], count, 1, bits, block_vectors=_whole(count))
+    if not count:
+        return np.zeros(0, np.int64) if out is None else out[:0]
+    return chunk.symbols(0, limit, out)
+
+
+def _whole(count: int) -> int:
+    """A block of at least ``count`` vectors: the whole chunk at once."""
+    return max(8, -(-count // 8) * 8)
 
 
 def pack_bits(bits: np.ndarray) -> bytes:
