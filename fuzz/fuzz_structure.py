@@ -4,6 +4,7 @@ custom mutator that edits files as the spec lays them out and recomputes every C
     python fuzz/fuzz_structure.py -runs=2000                          # a short run
     nice -n 15 python fuzz/fuzz_structure.py -max_total_time=1800 --findings=F CORPUS
     python fuzz/fuzz_structure.py --replay F/crash-*.udnc                # re-check findings
+    python fuzz/fuzz_structure.py --minimize=OUT F                       # shrink each finding
     python bench/fuzz/run.py --structure --workers 2 --runs 500000 --corpus C   # the campaign
 
 Why a second harness rather than the byte-level one (fuzz_decoder.py) with a custom mutator:
@@ -119,7 +120,7 @@ def replay(paths: list[str]) -> int:
     found = 0
     try:
         for path in files:
-            for finding in oracle.check(path.read_bytes(), scratch):
+            for finding in oracle.check(path.read_bytes(), scratch, index=True):
                 found += 1
                 print(f"{path}: {finding.line(0, path.stat().st_size)}")
     finally:
@@ -128,12 +129,46 @@ def replay(paths: list[str]) -> int:
     return found
 
 
+def minimize(paths: list[str], target: Path) -> None:
+    """Shrink each finding under ``paths`` (``<name>.udnc``) by structural reductions that keep
+    the same finding (class and site), and record it in ``target``."""
+    store = oracle.FindingStore(target)
+    scratch = oracle.scratch_directory()
+    files = sorted(
+        p for path in map(Path, paths) for p in ([path] if path.is_file() else path.glob("*.udnc"))
+    )
+    for path in files:
+        data, name = path.read_bytes(), path.stem
+
+        def same(candidate: bytes, name: str = name) -> list[oracle.Finding]:
+            return [f for f in oracle.check(candidate, scratch, index=True) if f.name == name]
+
+        kept = same(data)
+        progress = bool(kept)
+        while progress:
+            progress = False
+            for candidate in structure.reductions(data):
+                found = same(candidate)
+                if found:
+                    data, kept, progress = candidate, found, True
+                    break
+        if kept:
+            store.record(kept[0], data)
+            print(f"{name}: {path.stat().st_size} -> {len(data)} bytes")
+        else:
+            print(f"{name}: not found again (a timing finding on a quieter machine?)")
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
 def main(argv: list[str]) -> None:
     global STORE
     ours = {a.split("=")[0]: a.partition("=")[2] for a in argv[1:] if a.startswith("--")}
     rest = [a for a in argv[1:] if not a.startswith("--")]
     if "--replay" in ours:
         sys.exit(1 if replay(rest) else 0)
+    if "--minimize" in ours:
+        minimize(rest, Path(ours["--minimize"]))
+        return
     STORE = oracle.FindingStore(Path(ours.get("--findings") or "findings").resolve())
     flags = [arg for arg in rest if arg.startswith("-")]
     corpora = [arg for arg in rest if not arg.startswith("-")]

@@ -756,7 +756,8 @@ class FindingStore:
         os.replace(temporary, path)
 
 
-def check(data: bytes, scratch: Path) -> list[Finding]:
-    """Every finding on ``data`` (the checks of this module's docstring)."""
-    sample_index = zlib.crc32(data) % INDEX_EVERY == 0
+def check(data: bytes, scratch: Path, index: bool | None = None) -> list[Finding]:
+    """Every finding on ``data`` (the checks of this module's docstring); the sharded index
+    variants for one input in INDEX_EVERY (by its CRC-32), or as ``index`` says."""
+    sample_index = zlib.crc32(data) % INDEX_EVERY == 0 if index is None else index
     return Checker(data, scratch, sample_index=sample_index).run()

@@ -1006,6 +1006,39 @@ def _weighted(rng: random.Random, table: tuple[tuple[Any, int], ...]) -> Any:
     return rng.choices(operators, weights)[0]
 
 
+def reductions(data: bytes) -> list[bytes]:
+    """Smaller variants of ``data`` for minimizing a finding: each tensor removed, the
+    metadata, the sections and the trailing bytes dropped, each tensor renamed to one letter."""
+    model = parse(data)
+    if model is None:
+        return [data[: len(data) // 2], data[:-1]] if data else []
+    variants: list[Callable[[Model], None]] = []
+    for index in range(len(model.body.tensors)):
+
+        def remove(m: Model, index: int = index) -> None:
+            start, stop = tensor_payload_range(m, index)
+            del m.body.tensors[index]
+            del m.payloads[start:stop]
+
+        def rename(m: Model, index: int = index) -> None:
+            m.body.tensors[index].name = "abcdefghijklmnopqrstuvwxyz"[index % 26]
+
+        variants += [remove, rename]
+    variants.append(lambda m: m.body.metadata.clear())
+    variants.append(lambda m: m.body.sections.clear())
+    variants.append(lambda m: setattr(m, "tail", b""))
+    out = []
+    for change in variants:
+        candidate = parse(data)
+        assert candidate is not None
+        try:
+            change(candidate)
+            out.append(build(candidate))
+        except Exception:
+            continue
+    return [candidate for candidate in out if len(candidate) < len(data)]
+
+
 def crossover(first: bytes, second: bytes, max_size: int, seed: int) -> bytes:
     """A tensor of ``second`` (entry and payloads) added to ``first``, or swapped in for one of
     its tensors."""
