@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import zstandard
 from construct import Container, ListContainer
 from udnc_conformance.generate import (
     compress,
@@ -100,7 +101,13 @@ INVALID_UTF8 = (b"\x80", b"\xc0\xaf", b"\xed\xa0\x80", b"\xe2\x82", b"\xf4\x90\x
 VALID_CODERS = tuple(Coder)
 # Synthesized contents stay small unless they are all zero (then crafted frames cost nothing).
 RANDOM_CONTENT_BYTES = 1 << 16
-ZERO_CONTENT_BYTES = 1 << 26  # up to the harness's tensor limit (64 MiB)
+ZERO_CONTENT_BYTES = 1 << 26  # held in memory up to the harness's tensor limit (64 MiB) ...
+HUGE_ZERO_BYTES = 1 << 33  # ... and beyond, as Zeros, coded by streaming (a few KiB stored)
+
+
+class Zeros(int):
+    """That many zero bytes, not held in memory: large contents that crafted or streamed coder
+    payloads give cheaply (tensors far over any limit, for the limit checks)."""
 
 
 class Skip(Exception):
@@ -252,15 +259,19 @@ def rans_lanes(rng: random.Random, raw_length: int) -> int:
     return max(1, min(choice, rans.MAX_LANES))
 
 
-def encode_payload(rng: random.Random, coder: int, content: bytes) -> tuple[bytes, int]:
+def encode_payload(rng: random.Random, coder: int, content: bytes | Zeros) -> tuple[bytes, int]:
     """(stored bytes, raw_length) of one chunk whose decoded bytes are ``content``; crafted
     payloads for large all-zero contents, sometimes a payload that decodes to a size other than
     the one declared (a bomb, a short stream)."""
-    size = len(content)
-    zero = size > 0 and not any(content[: 1 << 12]) and content.count(0) == size
+    size = len(content) if isinstance(content, bytes) else int(content)
+    zero = isinstance(content, Zeros) or (
+        size > 0 and not any(content[: 1 << 12]) and content.count(0) == size
+    )
     declared = size
     if rng.random() < 0.05:  # the decoder must notice both directions (spec §4.3, §7)
         declared = max(0, size + rng.choice((-1, 1, size, -size // 2 or -1)))
+    if isinstance(content, Zeros):
+        return zero_payload(rng, coder, size), declared
     if coder == Coder.RAW:
         return content, declared
     if coder == Coder.RANS:
@@ -281,8 +292,42 @@ def encode_payload(rng: random.Random, coder: int, content: bytes) -> tuple[byte
     return content, declared  # an undefined coder: any bytes
 
 
+def zero_payload(rng: random.Random, coder: int, size: int) -> bytes:
+    """A chunk of ``size`` zero bytes coded without holding them: rANS's constant stream, a
+    zstd RLE frame or a streamed zstd frame, a streamed zlib stream."""
+    if coder == Coder.RANS:
+        return rans_constant(size, max(rans_lanes(rng, size), rans.least_lanes(size)))
+    block = bytes(min(size, 1 << 22))
+    if coder == Coder.ZSTD:
+        if size % (1 << 17) == 0:
+            return zstd_rle_frame(size)
+        streamer = zstandard.ZstdCompressor(level=1, write_content_size=True).compressobj(size)
+        parts = [
+            streamer.compress(block[: min(len(block), size - done)])
+            for done in range(0, size, len(block))
+        ]
+        return b"".join(parts) + streamer.flush()
+    if coder == Coder.DEFLATE:
+        deflate = zlib.compressobj(1)
+        parts = [
+            deflate.compress(block[: min(len(block), size - done)])
+            for done in range(0, size, len(block))
+        ]
+        return b"".join(parts) + deflate.flush()
+    if coder in (Coder.LZMA, Coder.BZ2) and size <= ZERO_CONTENT_BYTES:
+        return compress(Coder(coder), bytes(size), 1)
+    raise Skip("no cheap coding of that many zeros with this coder")
+
+
+# Chunks the mutator decodes to edit or re-encode: up to 4 MiB (a chunk declaring 2 GiB of
+# crafted zeros would cost the mutator seconds and gigabytes for one mutation).
+MAX_EDITED_CONTENT = 1 << 22
+
+
 def decoded_content(coder: int, payload: bytes, raw_length: int) -> bytes | None:
-    """The chunk's decoded bytes, or None when it does not decode."""
+    """The chunk's decoded bytes, or None when it does not decode (or is too large to edit)."""
+    if raw_length > MAX_EDITED_CONTENT:
+        return None
     try:
         return coders.decompress(Coder(coder), payload, raw_length)
     except Exception:
@@ -391,14 +436,23 @@ def synthesize(rng: random.Random, tensor: Any) -> list[bytes]:
     count = elements(tensor.shape)
     if tensor.encoding == Encoding.PASSTHROUGH:
         size = count * dtype_size(tensor.dtype)
-        if size > ZERO_CONTENT_BYTES:
+        if size > HUGE_ZERO_BYTES:
             raise Skip("passthrough too large")
+        coder = coder_of(rng, tensor.body.coder if not isinstance(tensor.body, bytes) else 1)
+        payloads, raws = [], []
+        if size > ZERO_CONTENT_BYTES:  # zeros in chunks of at most 2^31 bytes (spec §9)
+            coder = rng.choice((Coder.ZSTD, Coder.RANS, Coder.DEFLATE))
+            for start in range(0, size, MAX_CHUNK_RAW):
+                stored, raw = encode_payload(rng, coder, Zeros(min(MAX_CHUNK_RAW, size - start)))
+                payloads.append(stored)
+                raws.append(raw)
+            tensor.body = stream_container(coder, raws)
+            return payloads
         zero = size > RANDOM_CONTENT_BYTES or rng.random() < 0.3
         gen = np.random.default_rng(rng.getrandbits(32))
         content = bytes(size) if zero else gen.integers(0, 256, size, np.uint8).tobytes()
-        coder = coder_of(rng, tensor.body.coder if not isinstance(tensor.body, bytes) else 1)
-        pieces, payloads, raws, start = split_sizes(rng, size), [], [], 0
-        for piece in pieces:
+        start = 0
+        for piece in split_sizes(rng, size):
             stored, raw = encode_payload(rng, coder, content[start : start + piece])
             start += piece
             payloads.append(stored)
@@ -412,15 +466,24 @@ def synthesize(rng: random.Random, tensor: Any) -> list[bytes]:
     payloads: list[bytes] = []
     kept = count
     if q.flags & layout.LATTICE_FLAG_MASK:
-        if count > 8 * ZERO_CONTENT_BYTES:
-            raise Skip("mask too large")
-        content, kept = mask_content(rng, count)
         coder = coder_of(rng, q.mask.coder if q.mask is not None else 1)
         raws = []
-        for piece in split_sizes(rng, len(content))[:1] or ([] if not content else [len(content)]):
-            stored, raw = encode_payload(rng, coder, content[:piece])
+        if count > 8 * ZERO_CONTENT_BYTES:  # a huge mask that keeps nothing (spec §6.7)
+            if -(-count // 8) > MAX_CHUNK_RAW:
+                raise Skip("mask too large")
+            coder = rng.choice((Coder.ZSTD, Coder.RANS, Coder.DEFLATE))
+            stored, raw = encode_payload(rng, coder, Zeros(-(-count // 8)))
             payloads.append(stored)
             raws.append(raw)
+            kept = 0
+        else:
+            content, kept = mask_content(rng, count)
+            start = 0
+            for piece in split_sizes(rng, len(content)):
+                stored, raw = encode_payload(rng, coder, content[start : start + piece])
+                start += piece
+                payloads.append(stored)
+                raws.append(raw)
         q.mask = stream_container(coder, raws)
     else:
         q.mask = None
@@ -447,13 +510,20 @@ def synthesize(rng: random.Random, tensor: Any) -> list[bytes]:
     if chunk_count > 64:
         raise Skip("too many symbol chunks")
     per_chunk = bits * (1 if codebook_size else dim) * min(q.chunk_vectors, max(vectors, 1)) / 8
-    if per_chunk > ZERO_CONTENT_BYTES:
+    if per_chunk > MAX_CHUNK_RAW:
         raise Skip("symbol chunk too large")
     coder = coder_of(rng, q.symbols.coder)
+    if per_chunk > ZERO_CONTENT_BYTES:
+        coder = rng.choice((Coder.ZSTD, Coder.RANS, Coder.DEFLATE))
     raws = []
     for index in range(chunk_count):
         v = min(q.chunk_vectors, vectors - index * q.chunk_vectors)
-        content = symbol_chunk(rng, v, dim, bits, has_coset(q.lattice), codebook_size)
+        if per_chunk > ZERO_CONTENT_BYTES:  # all symbols 0: the fields and coset bits only
+            coset = -(-v // 8) if has_coset(q.lattice) and not codebook_size else 0
+            fields = -(-v * (1 if codebook_size else dim) * bits // 8)
+            content: bytes | Zeros = Zeros(coset + fields)
+        else:
+            content = symbol_chunk(rng, v, dim, bits, has_coset(q.lattice), codebook_size)
         stored, raw = encode_payload(rng, coder, content)
         payloads.append(stored)
         raws.append(raw)
@@ -492,8 +562,10 @@ def new_tensor(rng: random.Random, name: str) -> tuple[Any, list[bytes]]:
     """A tensor entry of random but consistent kind, with its payloads: passthrough of any
     dtype, or lattice coded; sometimes large, with all-zero contents in crafted frames."""
     shape = rng.choice(([], [1], [7], [3, 5], [64, 65], [4096], [2, 4097], [0, 5], [1 << 16]))
-    if rng.random() < 0.15:
-        shape = rng.choice(([1 << 20], [1 << 22], [64, 1 << 18], [1 << 23]))
+    if rng.random() < 0.15:  # large and cheap: all-zero contents in crafted frames
+        shape = rng.choice(([1 << 20], [1 << 22], [64, 1 << 18], [1 << 23], [1 << 24]))
+    if rng.random() < 0.05:  # over the harness's limit: the limit checks, the default limits
+        shape = rng.choice(([1 << 26], [3, 1 << 27], [1 << 30]))
     encoding = Encoding.PASSTHROUGH if rng.random() < 0.4 else Encoding.LATTICE
     dtypes = list(Dtype) if encoding == Encoding.PASSTHROUGH else sorted(QUANTIZABLE)
     tensor = Container(
