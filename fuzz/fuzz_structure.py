@@ -52,15 +52,19 @@ from pathlib import Path
 
 import atheris
 
+ROOT = Path(__file__).resolve().parent.parent
+# Fuzz the tree this harness is in, whichever udnc_format is installed (an editable install
+# may point at another checkout).
+sys.path[1:1] = [str(ROOT), str(ROOT / "conformance")]
+
 with atheris.instrument_imports(include=["udnc_format"]):
     import udnc_format  # noqa: F401 - instrumented here, before oracle imports it
     from udnc_format import cli  # noqa: F401
 
-import oracle
-import seeds
-import structure
+import oracle  # noqa: E402 - after the path and the instrumented imports
+import seeds  # noqa: E402
+import structure  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "conformance" / "vectors"
 DEFAULT_FLAGS = ("-timeout=120", "-rss_limit_mb=4096", "-max_len=131072", "-len_control=0")
 SAVE_EVERY = 25  # executions between two writes of the statistics

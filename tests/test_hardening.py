@@ -47,6 +47,8 @@ KNOWN_DECODER_BUGS: frozenset[str] = frozenset(
         # z8-f64-dither-64m); the site is the allocation holding most memory at the bound.
         "oom-symbols-py-deserialize-symbols",
         "oom-decoder-py-scratch",
+        # ... and of TCQ levels (the trellis decodes a whole chunk's levels at once).
+        "oom-trellis-py-levels",
         # No limits by default (mask-pruned-64m, bz2-passthrough-512m, z8-*).
         "default-limits-decoder-py-allocate",
         # `udnc info --json` prints Infinity for a step that overflows (d4-scale-*).
