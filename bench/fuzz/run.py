@@ -48,8 +48,10 @@ DECODING_MODULES = (
     "lattices",
     "layout",
     "philox",
+    "rans",
     "reader",
     "symbols",
+    "trellis",
 )
 FINDING = re.compile(r"^(crash|timeout|oom|leak|slow-unit)-")
 
@@ -312,7 +314,9 @@ def render_structure(result: dict) -> list[str]:
         "",
         "| figure | value |",
         "|---|---|",
-        f"| executions | **{result['executions']:,}** ({len(workers)} workers) |",
+        f"| executions | **{result['executions']:,}** ({len(workers)} worker"
+        + ("s" if len(workers) > 1 else "")
+        + ") |",
         f"| wall time | {result['wall_seconds'] / 60:.0f} min |",
         f"| executions per second, per worker | {rates} |",
         f"| distinct findings (class, code site) | **{len(findings)}**: "
