@@ -118,7 +118,7 @@ def replay(paths: list[str]) -> int:
         p
         for path in map(Path, paths)
         for p in ([path] if path.is_file() else path.rglob("*"))
-        if p.is_file() and not p.name.endswith((".txt", ".json"))
+        if p.is_file() and not p.name.endswith((".txt", ".json", ".md"))
     )
     scratch = oracle.scratch_directory()
     found = 0
