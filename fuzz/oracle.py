@@ -31,14 +31,14 @@ Findings, by class (the prefix of the file written):
   buffers and every Python object) above ``output + MEMORY_CHUNKS × largest_chunk +
   MEMORY_SLACK``: output = Σ elements × itemsize of the tensors within the limit (what
   ``load`` returns), largest_chunk = the largest raw_length of any of their chunks,
-  MEMORY_CHUNKS = 4, MEMORY_SLACK = 32 MiB (the decoder's per-thread binary64 scratch buffer,
-  DECODE_SCRATCH_VALUES × 8 = 16 MiB, twice). The code site is where the traced memory
+  MEMORY_CHUNKS = 4, MEMORY_SLACK = 32 MiB (a decoding block's temporaries, a few MiB,
+  and the interpreter's own allocations). The code site is where the traced memory
   peaked: the innermost udnc_format frame at the largest traced size seen between calls.
-- ``default-limits``: ``load`` with its default arguments (no limits) starts to allocate more
-  than ``DEFAULT_PROBE_BYTES`` for a file that declares more than both that and
-  ``DEFAULT_PROBE_RATIO`` (2^15, zstd's largest expansion) times its own size: a tiny file
-  that makes a default decoder allocate without bound. Probed only for such files, stopped as
-  soon as the allocation is seen.
+- ``default-limits``: ``load`` with its default arguments starts to allocate more than
+  ``DEFAULT_PROBE_BYTES`` for a file that declares more than this machine's memory, which the
+  default limits refuse (udnc_format/limits.py, SECURITY.md): a file that makes a default
+  decoder allocate beyond what the machine holds. Probed only for such files, stopped as soon
+  as the allocation is seen.
 - ``mismatch``: two ways of decoding disagree: ``load`` against ``open``/``get_tensor``, one
   thread against two, ``udnc verify`` against ``load``, a sharded index against its file, an
   index that should be rejected (names a missing tensor, a shard outside its directory, an
@@ -75,7 +75,7 @@ from typing import Any
 import numpy as np
 
 import udnc_format
-from udnc_format import cli
+from udnc_format import cli, limits
 
 SPEED = 20e6  # bytes of declared decoded output per CPU second
 START_SECONDS = 0.05
@@ -86,7 +86,6 @@ TENSOR_LIMIT = 64 << 20  # max_tensor_bytes of every checked path
 LAZY_DECODE_BYTES = 4 << 20  # the second and third decodes (open, two threads) up to this
 CLI_DECODE_BYTES = 1 << 20  # udnc verify and decompress up to this
 DEFAULT_PROBE_BYTES = 32 << 20
-DEFAULT_PROBE_RATIO = 1 << 15
 INDEX_EVERY = 8  # one input in eight that opens is also read through a sharded index
 PACKAGE = str(Path(udnc_format.__file__).resolve().parent)
 # cli.main builds its argument parser on every call (12 ms, more than most decodes): the
@@ -429,7 +428,7 @@ class Checker:
             self.decompress(path, limit, outcome[0] == "ok")
             if self.sample_index:
                 self.index(path, verified)
-        if declared.all_work > max(DEFAULT_PROBE_BYTES, DEFAULT_PROBE_RATIO * len(self.data)):
+        if declared.all_work > (limits.MACHINE_MEMORY or 0):
             self.default_limits(declared)
 
     def timed_load(self, declared: Declared) -> tuple[str, Any] | None:
@@ -612,8 +611,8 @@ class Checker:
             directory.rmdir()
 
     def default_limits(self, declared: Declared) -> None:
-        """``load`` with its default arguments on a file that declares far more than its size:
-        a finding if it allocates more than DEFAULT_PROBE_BYTES before rejecting it."""
+        """``load`` with its default arguments on a file that declares more than this machine's
+        memory: a finding if it allocates more than DEFAULT_PROBE_BYTES before rejecting it."""
 
         def run() -> None:
             with np.errstate(all="ignore"):

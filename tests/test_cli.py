@@ -425,7 +425,9 @@ def test_a_fifo_is_refused_without_blocking(checkpoint, tmp_path, capsys):
     with pytest.raises(udnc_format.UDNCError, match="not a regular file"):
         udnc_format.open(fifo)
     index = tmp_path / "f.udnc.index.json"
-    index.write_text(json.dumps({"format": "udnc-index", "weight_map": {"w": fifo.name}}))
+    index.write_text(
+        json.dumps({"format": "udnc-index", "version": 1, "weight_map": {"w": fifo.name}})
+    )
     assert run("verify", index) == 1
     assert_one_line_error(capsys, "not a regular file")
 
@@ -454,3 +456,17 @@ def test_info_json_is_json_when_the_step_overflows(tmp_path, capsys):
     assert run("info", path, "--json") == 0
     tensor = json.loads(capsys.readouterr().out)["tensors"][0]
     assert tensor["step"] is None and tensor["scale"] == float.fromhex("0x1.fffffffffffffp+1023")
+
+
+@pytest.mark.parametrize("edit", ["missing tensor", "unlisted tensor", "version 2"])
+def test_an_index_that_disagrees_with_its_shards_is_refused(sharded, edit, capsys):
+    document = json.loads(sharded.read_text())
+    if edit == "missing tensor":
+        document["weight_map"]["no.such.tensor"] = next(iter(document["weight_map"].values()))
+    elif edit == "unlisted tensor":
+        document["weight_map"].pop(next(iter(document["weight_map"])))
+    else:
+        document["version"] = 2
+    sharded.write_text(json.dumps(document))
+    assert run("info", sharded) == 1
+    assert_one_line_error(capsys, str(sharded))

@@ -31,28 +31,8 @@ STRUCTURE_SMOKE_RUNS = 300
 # by the test's output (-rA), so that the list does not keep stale entries.
 KNOWN_DECODER_BUGS: frozenset[str] = frozenset(
     {
-        # Empty tensors with huge other dimensions: numpy ValueError (reproducers escape-*).
-        "crash-ValueError-decoder-py-111-lambda",
-        "crash-ValueError-decoder-py-91-finish",
-        "crash-ValueError-decoder-py-94-finish",
-        # Sharded indexes: a weight_map that is not an object, JSON nested too deep.
-        "crash-AttributeError-checkpoint-py-150-shards",
-        "crash-RecursionError-checkpoint-py-149-shards",
-        # ... an index naming a tensor no shard holds, or of an unknown version, is accepted.
-        "mismatch-checkpoint-py-index-names-a-missing-tensor",
-        "mismatch-checkpoint-py-index-unknown-version",
         # rANS: one Python step per lane width (hang-load-rans-*, rans-1lane-x32).
         "slow-rans-py-decode",
-        # Memory amplification: binary64 temporaries of a whole chunk (z8-f16-dither-16m,
-        # z8-f64-dither-64m); the site is the allocation holding most memory at the bound.
-        "oom-symbols-py-deserialize-symbols",
-        "oom-decoder-py-scratch",
-        # ... and of TCQ levels (the trellis decodes a whole chunk's levels at once).
-        "oom-trellis-py-levels",
-        # No limits by default (mask-pruned-64m, bz2-passthrough-512m, z8-*).
-        "default-limits-decoder-py-allocate",
-        # `udnc info --json` prints Infinity for a step that overflows (d4-scale-*).
-        "cli-cli-py-cmd-info-json",
     }
 )
 

@@ -128,7 +128,9 @@ class Checkpoint:
         self._files: list[UDNCFile] = []
         self._owner: dict[str, UDNCFile] = {}
         try:
-            for shard in self._shards():
+            weight_map = self._weight_map()
+            shards = [self.path] if weight_map is None else list(dict.fromkeys(weight_map.values()))
+            for shard in shards:
                 handle = UDNCFile(
                     shard,
                     max_tensor_bytes=max_tensor_bytes,
@@ -140,6 +142,8 @@ class Checkpoint:
                     if name in self._owner:
                         raise InvalidInputError(f"{shard}: tensor {name!r} is in two shards")
                     self._owner[name] = handle
+            if weight_map is not None:
+                self._check_weight_map(weight_map)
             try:
                 limits.check_total(self.entries())
             except LimitError as exc:
@@ -148,17 +152,39 @@ class Checkpoint:
             self.close()
             raise
 
-    def _shards(self) -> list[Path]:
-        """The shards the index names, each inside the index's directory."""
+    def _weight_map(self) -> dict[str, Path] | None:
+        """Each tensor's shard, as the index names it (each inside the index's directory); None
+        for a single .udnc file."""
         if not self.path.name.endswith(INDEX_SUFFIX):
-            return [self.path]
+            return None
         try:
-            index, shards = read_index(self.path)
+            index, _ = read_index(self.path)  # every shard checked to lie in the directory
         except (OSError, ValueError) as exc:
             raise InvalidInputError(f"{self.path}: not a udnc index ({describe(exc)})") from None
         if index.get("format") != INDEX_FORMAT:
             raise InvalidInputError(f"{self.path}: not a udnc index (format is not {INDEX_FORMAT})")
-        return [Path(shard) for shard in shards]
+        if index.get("version") != INDEX_VERSION:
+            raise InvalidInputError(
+                f"{self.path}: udnc index version {index.get('version')!r}; this reader reads "
+                f"version {INDEX_VERSION}"
+            )
+        return {name: self.path.parent / shard for name, shard in index["weight_map"].items()}
+
+    def _check_weight_map(self, weight_map: dict[str, Path]) -> None:
+        """The index and its shards list the same tensors, each in the shard named for it."""
+        for name, shard in weight_map.items():
+            handle = self._owner.get(name)
+            if handle is None or Path(handle.source) != shard:
+                raise InvalidInputError(
+                    f"{self.path}: the index puts tensor {name!r} in {shard.name}, which does not "
+                    "hold it"
+                )
+        if len(self._owner) != len(weight_map):
+            extra = next(name for name in self._owner if name not in weight_map)
+            raise InvalidInputError(
+                f"{self.path}: tensor {extra!r} of {Path(self._owner[extra].source).name} is not "
+                "in the index"
+            )
 
     @property
     def files(self) -> list[UDNCFile]:
