@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 
 import numpy as np
 import pytest
@@ -325,3 +326,21 @@ def test_default_role_offsets_set_per_tensor_targets() -> None:
     uniform = udnc_format.load(udnc_format.save(tensors, sqnr=30, sqnr_offsets=()))
     for name in tensors:
         assert sqnr_db(tensors[name], uniform[name]) == pytest.approx(30, abs=0.3), name
+
+
+def test_the_file_does_not_depend_on_the_order_of_the_tensors():
+    """Each tensor's dither stream follows from its name (CRC-32): the CLI, which reads a
+    safetensors file in its alphabetical order, and the API, given a state dict's order, write
+    the same tensors the same way."""
+    rng = np.random.default_rng(11)
+    tensors = {f"{name}.weight": rng.normal(size=(32, 64)) for name in ("z", "a", "m")}
+    forward = udnc_format.save(tensors)
+    backward = udnc_format.save(dict(reversed(tensors.items())))
+    assert forward != backward  # the tables differ in order
+    with udnc_format.UDNCFile(forward) as a, udnc_format.UDNCFile(backward) as b:
+        for name in tensors:
+            assert a.get_quantized(name).dither_stream == zlib.crc32(name.encode())
+            chunks = [e.quantized.symbols.chunks for e in (a._entries[name], b._entries[name])]
+            assert [(c.crc32, c.raw_length) for c in chunks[0]] == [
+                (c.crc32, c.raw_length) for c in chunks[1]
+            ]

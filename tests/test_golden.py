@@ -72,13 +72,13 @@ def golden_tcq16_dithered() -> bytes:
 GOLDEN = {
     "z1_zstd": (
         golden_z1_zstd,
-        "3bb5da4577a4a77ae64664447335dbe06c69d841c1f0298f7358b85b2b657554",
-        "1aa38c005b3ced08b06614b7aca05c44d1f11657356bffcc212666069777dbf2",
+        "b2278b97842c4d4f12ae34009760d4196caab1cd31d18825797ac8ebcb2e8aff",
+        "a13bdcbfa528208be0dc85a3800fd30263414143ec2c9df8a2745b7b906810ba",
     ),
     "e8_dithered": (
         golden_e8_dithered,
-        "eade607ea734ee95b712a9c906b7a3bafd47e7daeb28203f643f61fc69e96c0d",
-        "dc407427fcb7cd46385d288260f12370bbea1cabe9b1afe21aeb0d4e2ac8dcdb",
+        "a2602bed4e74e33bd27b38bffda46500f2580b448d7dd69b7031bf9c2574288b",
+        "aeee8e7b4545d9a0907d767097ae2e200f5b14a82f016c5a8addf1c58a0be3cb",
     ),
     "passthrough": (
         golden_passthrough,
@@ -87,8 +87,8 @@ GOLDEN = {
     ),
     "tcq16_dithered": (
         golden_tcq16_dithered,
-        "fe32e89bbd68037f6915bbaa4894a3d669c687e2d2e48225d0e017c03b68440f",
-        "aeb7b1c75cee1f4020e381daa42e040f7935f276b5be01b41816d19c1a5e0a0d",
+        "e4e5c1c94e3a6d4a7725bf61879f6afccf148a9e1fae5e8ac2219208dafbae3d",
+        "a3fb669e767cb1c7249ce10546a1f981569c277b63515de5abab9782ba73451c",
     ),
 }
 

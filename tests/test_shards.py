@@ -4,6 +4,7 @@ README run locally."""
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,8 @@ def test_processes_decode_like_one_file(tmp_path: Path) -> None:
     ]
     assert decoded(written[-1]) == decoded(single_file(index, tmp_path))
     with udnc_format.open(written[2]) as shard:
-        assert shard.header.tensors[0].quantized.dither_stream == 3
+        entry = shard.header.tensors[0]
+        assert entry.quantized.dither_stream == zlib.crc32(entry.name.encode())
 
 
 def test_failed_shard_leaves_nothing(tmp_path: Path) -> None:
@@ -104,7 +106,9 @@ def test_plan_checks_options(tmp_path: Path) -> None:
     with pytest.raises(udnc_format.InvalidInputError, match="lattice"):
         plan_shards(index, tmp_path / "m.udnc", lattice="Q9")
     jobs = plan_shards(index, tmp_path / "m.udnc", **OPTIONS)
-    assert [job.first_dither_stream for job in jobs] == [0, 1, 3]
+    assert [Path(job.target).name for job in jobs] == [
+        f"m-0000{k}-of-00003.udnc" for k in (1, 2, 3)
+    ]
 
 
 def test_dask_recipe(tmp_path: Path) -> None:

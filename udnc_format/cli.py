@@ -178,7 +178,6 @@ def cmd_compress(args: argparse.Namespace) -> int:
         kwargs = {f.name: getattr(options, f.name) for f in fields(options)}
         # Plain values for the worker processes; streams and threads are set per process.
         kwargs = {k: dict(v) if isinstance(v, Mapping) else v for k, v in kwargs.items()}
-        del kwargs["first_dither_stream"]
         kwargs["threads"] = args.threads or None
         target = compress_sharded(source, target, processes=args.processes, **kwargs)[-1]
     elif args.shard_size:

@@ -29,7 +29,6 @@ from .constants import (
     FIELD_WIDTH_SAMPLE_BLOCKS,
     FIELD_WIDTH_SAMPLE_WEIGHTS,
     MAX_CHUNK_WEIGHTS,
-    MAX_DITHER_STREAM,
     MAX_NAME_BYTES,
     MAX_NDIM,
     TRELLIS_DELAYS,
@@ -122,8 +121,6 @@ class EncodeOptions:
     min_elements, min_ndim  smaller tensors stay lossless
     threads      threads that quantize and code a tensor's chunks (None or 0: every core);
                  the output does not depend on it
-    first_dither_stream  the dither stream of the first tensor, the others following in order
-                 (shards of one checkpoint compressed apart keep their streams distinct)
     """
 
     lattice: Lattice = Lattice.Z1
@@ -143,7 +140,6 @@ class EncodeOptions:
     min_elements: int = DEFAULT_MIN_QUANTIZED_ELEMENTS
     min_ndim: int = 2
     threads: int | None = None
-    first_dither_stream: int = 0
 
     @classmethod
     def from_kwargs(cls, **options: Any) -> EncodeOptions:
@@ -205,12 +201,6 @@ class EncodeOptions:
             not (self.codebook and self.lattice in TRELLIS_DELAYS),
             "codebook is not available with a trellis (TCQ) lattice (spec §6.8)",
             self.lattice.name,
-        )
-        _require(
-            _is_int(self.first_dither_stream)
-            and 0 <= self.first_dither_stream <= MAX_DITHER_STREAM,
-            f"first_dither_stream must be an integer in 0..{MAX_DITHER_STREAM}",
-            self.first_dither_stream,
         )
         _require(
             self.threads is None or (_is_int(self.threads) and self.threads >= 0),
@@ -350,14 +340,24 @@ def encode_tensors(
     items = tensors.items() if isinstance(tensors, Mapping) else tensors
     seen: set[str] = set()
     with Workers(options.threads) as workers:
-        for index, (name, array) in enumerate(items):
+        for name, array in items:
             if check_name(name) in seen:
                 raise DuplicateNameError(f"tensor {name!r} is given twice")
             seen.add(name)
-            stream = options.first_dither_stream + index
-            if stream > MAX_DITHER_STREAM:
-                raise InvalidInputError(f"tensor {name!r}: dither stream {stream} beyond u32")
-            yield encode_tensor(name, array, stream, options, workers)
+            yield encode_tensor(name, array, dither_stream_for(name), options, workers)
+
+
+def dither_stream_for(name: str) -> int:
+    """The reference encoder's dither stream id of a tensor (spec §4.5, §5.2): the CRC-32 of its
+    UTF-8 name. A tensor's dither, and so the file's bytes, then depend neither on the order the
+    tensors come in (a safetensors file's alphabetical order, a state dict's) nor on how a
+    checkpoint is split into shards. Two names share a stream about once in 2^32 pairs: their
+    dithers are then the same, which costs only the independence of those two tensors' errors.
+
+    >>> dither_stream_for("fc.weight") == zlib.crc32(b"fc.weight")
+    True
+    """
+    return zlib.crc32(name.encode("utf-8"))
 
 
 def encode_tensor(

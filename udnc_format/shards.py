@@ -12,8 +12,9 @@ any engine can map the middle one:
 >>> results = [compress_shard(job) for job in jobs]  # or pool.map, bag.map ...  # doctest: +SKIP
 >>> write_sharded_index(results, "out/model.udnc")                  # doctest: +SKIP
 
-Every tensor keeps the dither stream it would have in a single file (its position in the
-checkpoint), so the decoded bits do not depend on how the work was split.
+Every tensor's dither stream follows from its name (``encoder.dither_stream_for``), so a tensor
+is coded the same in one file or in any shard: the bits do not depend on how the work was
+split.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ class ShardJob:
 
     source: str
     target: str
-    first_dither_stream: int
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -72,17 +72,15 @@ def plan_shards(
     writing ``model-0000k-of-0000n.udnc`` beside ``target`` (``model.udnc``); ``options`` are
     :class:`EncodeOptions` keywords, checked here."""
     EncodeOptions.from_kwargs(**options)
-    if "first_dither_stream" in options:
-        raise InvalidInputError("first_dither_stream is set per shard by plan_shards")
     files = checkpoint_files(source)
     if not files:
         raise InvalidInputError(f"{source}: the checkpoint names no shard")
     target = Path(target)
-    jobs, stream = [], 0
+    jobs = []
     seen: set[str] = set()
     for number, file in enumerate(files, start=1):
         output = target.parent / shard_name(target, number, len(files))
-        jobs.append(ShardJob(str(file), str(output), stream, dict(options)))
+        jobs.append(ShardJob(str(file), str(output), dict(options)))
         names = [spec.name for spec in iter_checkpoint(file)[0]]  # reads the header only
         # Each job sees one shard: a tensor in two of them is caught here, as one process
         # would (iter_checkpoint), not in the index that would name it twice.
@@ -90,7 +88,6 @@ def plan_shards(
             if name in seen:
                 raise InvalidInputError(f"{file}: tensor {name!r} also appears in another shard")
             seen.add(name)
-        stream += len(names)
     return jobs
 
 
@@ -98,7 +95,7 @@ def compress_shard(job: ShardJob) -> ShardResult:
     """Compress one shard to its .udnc file at its staging path (atomically), tensor by
     tensor."""
     specs, metadata, tensors = iter_checkpoint(job.source)
-    options = EncodeOptions.from_kwargs(**job.options, first_dither_stream=job.first_dither_stream)
+    options = EncodeOptions.from_kwargs(**job.options)
     metadata = {**metadata, **options.metadata}
     write_file(encode_tensors(tensors, options), metadata, staging_path(job.target))
     return ShardResult(job.target, tuple(spec.name for spec in specs), metadata)

@@ -46,6 +46,7 @@ from udnc_format.constants import MAX_CODEBOOK_SIZE, Dtype, Prng
 from udnc_format.encoder import (
     EncodedTensor,
     EncodeOptions,
+    dither_stream_for,
     encode_quantized,
     encode_tensor,
     quantize_tensor,
@@ -236,15 +237,15 @@ class QuantizedModel(nn.Module):
         first: dict[int, str] = {}
         aliases: dict[str, list[str]] = {}
         found: dict[str, QuantizedTensor] = {}
-        for index, (name, tensor) in enumerate(state.items()):
+        for name, tensor in state.items():
             if name not in params:
                 continue  # buffers are not trained: they pass through
             if id(tensor) in first:
                 aliases.setdefault(first[id(tensor)], []).append(name)
                 continue
             first[id(tensor)] = name
-            # The dither stream is the state_dict position, as udnc_format.save(state_dict).
-            q = quantize_tensor(name, to_numpy(name, tensor), index, options)
+            # The dither stream follows from the name, as in udnc_format.save(state_dict).
+            q = quantize_tensor(name, to_numpy(name, tensor), dither_stream_for(name), options)
             if q is not None:
                 found[name] = q
         for name, q in found.items():
@@ -408,11 +409,12 @@ class QuantizedModel(nn.Module):
         codebook mode, the others lossless (passthrough)."""
         lossless = dataclasses.replace(self.options, keep=("*",))
         aliases = {alias: layout.name for layout in self._layouts for alias in layout.names}
-        for index, (name, tensor) in enumerate(self.model.state_dict().items()):
+        for name, tensor in self.model.state_dict().items():
             if name in aliases:
                 yield encode_quantized(name, self.quantized_tensor(aliases[name]), self.options)
             else:
-                yield encode_tensor(name, to_numpy(name, tensor), index, lossless)
+                stream = dither_stream_for(name)
+                yield encode_tensor(name, to_numpy(name, tensor), stream, lossless)
 
     def save_file(
         self, path: str | os.PathLike[str], *, metadata: Mapping[str, str] | None = None
