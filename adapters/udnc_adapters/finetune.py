@@ -33,6 +33,7 @@ per-codeword factor; plain SGD is not, and its learning rate is in lattice units
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from collections.abc import Iterator, Mapping
@@ -159,6 +160,20 @@ def _dither(q: QuantizedTensor) -> np.ndarray:
     return q.codec.offsets(centred)
 
 
+def _own_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of the caller's model, for :class:`QuantizedModel` to load, train and change
+    while the caller's stays as it was (the adapters never change their inputs)."""
+    if not isinstance(model, nn.Module):
+        raise InvalidInputError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    try:
+        return copy.deepcopy(model)
+    except Exception as exc:  # deepcopy raises whatever a module's attributes raise
+        raise InvalidInputError(
+            f"{type(model).__name__} cannot be copied ({type(exc).__name__}: {exc}): "
+            "QuantizedModel trains a copy of the model, so that the model given stays unchanged"
+        ) from exc
+
+
 def _round(values: torch.Tensor, dtype: Dtype) -> torch.Tensor:
     """spec §6.5: binary64 to binary32 (round to nearest even), then to a narrower float."""
     if dtype is Dtype.F64:
@@ -211,13 +226,13 @@ class QuantizedModel(nn.Module):
             raise InvalidInputError("give a .udnc file, EncodeOptions or keyword options, not both")
         if not isinstance(min_count, int) or isinstance(min_count, bool) or min_count < 0:
             raise InvalidInputError(f"min_count must be an integer >= 0, got {min_count!r}")
-        self.model = model
+        self.model = _own_copy(model)
         self.train_unquantized = train_unquantized
         self.average_gradients = average_gradients
         self.min_count = min_count
         self.codewords = nn.ParameterList()
         self._layouts: list[_Layout] = []
-        state = model.state_dict(keep_vars=True)
+        state = self.model.state_dict(keep_vars=True)
         if isinstance(source, (str, os.PathLike)):
             self.options = self._from_file(source, state, strict)
         else:
@@ -260,10 +275,10 @@ class QuantizedModel(nn.Module):
             by_id.setdefault(id(param), []).append(name)
         with UDNCFile(path) as handle:
             shapes = {name: tuple(tensor.shape) for name, tensor in state.items()}
-            check_fit(handle, shapes, strict=strict, target="the model")
+            _, matched = check_fit(handle, shapes, strict=strict, target="the model")
             done: set[int] = set()
             for name in handle:
-                if name not in state:
+                if name not in matched:
                     continue
                 target = state[name]
                 q = handle.get_quantized(name)
