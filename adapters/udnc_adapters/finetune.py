@@ -195,11 +195,14 @@ class QuantizedModel(nn.Module):
     ``codebook=True`` starts from its centroid codebook instead of the lattice points). Only
     parameters are fine-tuned; buffers always pass through.
 
-    ``qm(x)`` runs the model with the reconstructed weights (``torch.func.functional_call``:
-    the model's own quantized weights are not used and never changed; ``apply_to_model``
-    copies the reconstructed ones in). ``qm.parameters()`` yields the codewords, one (K, n)
-    float32 ``nn.Parameter`` per tensor, and with ``train_unquantized=True`` the model's other
-    parameters (biases, norms, ...), which otherwise get no gradient.
+    The model given is never changed: ``qm`` works on its own deep copy, ``qm.model``, which
+    takes the file's lossless tensors, the trained parameters (``train_unquantized``) and the
+    batch statistics of training-mode forwards. ``qm(x)`` runs that copy with the
+    reconstructed weights (``torch.func.functional_call``: its own quantized weights are not
+    used); ``apply_to_model`` copies the reconstructed ones into it and returns it.
+    ``qm.parameters()`` yields the codewords, one (K, n) float32 ``nn.Parameter`` per tensor,
+    and with ``train_unquantized=True`` the copy's other parameters (biases, norms, ...), which
+    otherwise get no gradient.
 
     ``min_count``: only the codewords shared by at least that many vectors train; the others
     stay at their initial value, as a fixed buffer. A codebook file stores each codeword as 4
@@ -396,8 +399,10 @@ class QuantizedModel(nn.Module):
 
     @torch.no_grad()
     def apply_to_model(self) -> nn.Module:
-        """Copy the reconstructed weights into the model's own parameters (in place) and return
-        the model: it then computes what ``qm`` computes, without ``qm``."""
+        """Copy the reconstructed weights into ``qm.model`` (qm's copy of the model given, in
+        place) and return it: it then computes what ``qm`` computes, without ``qm``. To put
+        them into a model of your own: ``model.load_state_dict(qm.apply_to_model().state_dict())``.
+        """
         params = self._params()
         for name, weight in self.weights().items():
             params[name].copy_(weight)

@@ -1,24 +1,30 @@
-"""JAX arrays and parameter trees (such as Flax's) in .udnc files (extra ``udnc[jax]``).
+"""JAX arrays and trees (Flax parameters, NNX states, optax states) in .udnc files (extra
+``udnc[jax]``).
 
-Save a Flax parameter tree, and load it back (the same nested dicts, keys and order)::
+Save a tree, and load it back (the same structure, keys and order)::
 
     udnc_adapters.jax.save_file(variables, "model.udnc", sqnr=40)
     variables = udnc_adapters.jax.load_file("model.udnc")
+    state = udnc_adapters.jax.load_file("nnx.udnc", like=nnx.state(model))  # exact classes
 
-A tree is a dict (any mapping, such as Flax's FrozenDict, comes back as a dict) whose values are
-arrays (``jax.Array`` or numpy) or trees; keys are strings. Each array is stored under its path
-of keys joined by ``SEPARATOR`` ("/"), each key escaped as in JSON Pointer (RFC 6901): "~"
-becomes "~0" and "/" becomes "~1", and an empty key is written "~2". Any string key so
-round-trips: ``{"params": {"Dense_0": {"kernel": k}}}`` is stored as ``params/Dense_0/kernel``,
-``{"a/b": {"": x}}`` as ``a~1b/~2``. The tree's shape (key order and empty dicts, which hold
-no array) is kept in the metadata entry ``TREE_METADATA_KEY``; a file without it (written by
-another tool) is unflattened from its names.
+A tree is a dict (any mapping: Flax's FrozenDict, an NNX State), list, tuple, named tuple, None
+or other JAX pytree node, down to arrays (``jax.Array``, numpy, Python numbers) or NNX
+Variables; dict keys are strings or ints. Each array is stored under its path of keys (list
+indices and named tuple fields included) joined by ``SEPARATOR`` ("/"), each key escaped as in
+JSON Pointer (RFC 6901): "~" becomes "~0" and "/" becomes "~1", and an empty key is written
+"~2". Any string key so round-trips: ``{"params": {"Dense_0": {"kernel": k}}}`` is stored as
+``params/Dense_0/kernel``, ``{"a/b": {"": x}}`` as ``a~1b/~2``, an optax Adam state's first
+moment as ``0/mu/...``. The tree's shape (node kinds, key order, empty nodes, which hold no
+array) is kept as JSON in the metadata entry ``TREE_METADATA_KEY`` (:func:`flatten` describes
+it); a file without it (written by another tool) is unflattened from its names into dicts.
 
 Every dtype of the format that JAX has: all of them. 64-bit ones (float64, int64, uint64)
-need JAX's 64-bit mode (``jax.config.update("jax_enable_x64", True)``); without it, where JAX
-would silently narrow them to 32 bits, ``load`` raises AdapterError. Values are copied bit for
-bit, so what ``load`` returns is what ``udnc_format.load`` decodes. The options are those of
-``udnc_format.save``. JAX is imported when a function first runs, not with this module.
+need JAX's 64-bit mode (``jax.config.update("jax_enable_x64", True)``) to be jax.Arrays;
+without it, where JAX would silently narrow them to 32 bits, ``load`` returns them as numpy
+arrays with a :class:`WideDtypeWarning`. Values are copied bit for bit, so what ``load``
+returns is what ``udnc_format.load`` decodes. The options are those of ``udnc_format.save``.
+JAX is imported when a function first runs, not with this module (and Flax never: NNX
+Variables are recognized when Flax is imported already).
 """
 
 from __future__ import annotations

@@ -8,10 +8,12 @@ Save a Keras model's weights, and load them back into the model::
 
 ``save``/``save_file`` take a mapping of names to ``tf.Tensor``, ``tf.Variable`` or Keras
 variables and ``load``/``load_file`` return ``tf.Tensor``; a Keras model's weights are named by
-their paths (``variable.path`` in Keras 3, such as ``"sequential/dense/kernel"``; ``.name``
-where there is no path). Keras 3 names layers (``dense``, ``dense_1``, ...) and so paths in the
-order they are created in a process: give layers (and Sequential models) explicit names, or
-build the model the same way in a fresh process, for its paths to match a file's.
+their paths in the model's layer tree (:func:`model_weights`, such as
+``"sequential/dense/kernel"``), which, unlike Keras 3's ``variable.path``, do not depend on
+whether the model was built in code, loaded from .h5 or .keras, or made from JSON or a config;
+``load_into`` also accepts them without the model's name in front, and by ``variable.path``.
+Keras 3 names unnamed layers (``dense``, ``dense_1``, ...) in the order they are created in a
+process: give layers explicit names, or build the model the same way in a fresh process.
 
 Every dtype of the format that TensorFlow has: float16/32/64, bfloat16, int8..64, uint8..64,
 bool, float8_e4m3fn and float8_e5m2 (not float8_e8m0fnu). Values are copied bit for bit, so what
