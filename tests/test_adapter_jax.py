@@ -4,7 +4,9 @@ their keys; load(device=...)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -13,7 +15,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import udnc_format
-from udnc_format.errors import AdapterError, InvalidInputError
+from udnc_format.errors import (
+    AdapterError,
+    DuplicateNameError,
+    InvalidInputError,
+    ModelMismatchError,
+)
 
 jax = pytest.importorskip("jax")
 import jax.numpy as jnp  # noqa: E402
@@ -52,15 +59,24 @@ def metadata(data: bytes) -> dict[str, str]:
         return handle.metadata()
 
 
-def test_32_bit_mode_loads_the_narrow_dtypes_and_refuses_the_wide_ones() -> None:
+def test_32_bit_mode_loads_the_wide_dtypes_as_numpy_with_a_warning() -> None:
+    """Without JAX's 64-bit mode a jax.Array cannot be 64-bit: such arrays (numpy leaves save
+    in any dtype) load as the numpy arrays the reference decodes, bit for bit, with a
+    WideDtypeWarning naming them; the others are jax.Arrays. In 64-bit mode all are."""
     narrow = cases([name for name in DTYPES if name not in WIDE])
     data = udnc_jax.save({name: jnp.asarray(array) for name, array in narrow.items()})
     check_decoded(narrow, data, as_numpy(udnc_jax.load(data)))
-    wide = udnc_jax.save({"count": np.arange(3, dtype=np.int64)})  # numpy leaves are any dtype
-    with pytest.raises(AdapterError, match=r"'count' is int64.*jax_enable_x64"):
-        udnc_jax.load(wide)
+    original = cases(DTYPES)
+    data = udnc_jax.save(original)  # numpy leaves: every dtype saves in either mode
+    with pytest.warns(udnc_jax.WideDtypeWarning, match=r"'uint64.raw' \(uint64\).*jax_enable_x64"):
+        loaded = udnc_jax.load(data)
+    check_decoded(original, data, as_numpy(loaded))
+    for name, value in loaded.items():
+        wide = original[name].dtype in {DTYPES[w] for w in WIDE}
+        assert isinstance(value, np.ndarray if wide else jax.Array), name
     with jax.enable_x64(True):
-        assert udnc_jax.load(wide)["count"].dtype == np.int64
+        assert all(isinstance(v, jax.Array) for v in udnc_jax.load(data).values())
+        assert udnc_jax.load(data)["int64.raw"].dtype == np.int64
 
 
 AWKWARD = {
@@ -134,7 +150,22 @@ def test_names_that_are_not_a_tree() -> None:
 
 
 def test_bad_tree_metadata() -> None:
-    for stored in ("{", "[]", '{"a": 1}', '{"b": null}'):
+    for stored in (
+        "{",
+        "[]",
+        "null",
+        '{"a": 1}',
+        '{"b": null}',
+        '["list"]',
+        '["list", [null]]',  # names the array "0", not "a"
+        '["set", [null]]',
+        '["dict", [[true, null]]]',
+        '["dict", [["a"]]]',
+        '["node", 3, [["a", null]]]',
+        '["namedtuple", "not a name", {"a": null}]',
+        '["namedtuple", "T", [["a", null]]]',
+        '["none", 1]',
+    ):
         data = udnc_format.save(
             {"a": np.ones(1, np.float32)}, metadata={udnc_jax.TREE_METADATA_KEY: stored}
         )
@@ -143,12 +174,18 @@ def test_bad_tree_metadata() -> None:
 
 
 def test_rejected_trees() -> None:
-    with pytest.raises(InvalidInputError, match=r"keys must be strings, got 1 under 'a'"):
-        udnc_jax.save({"a": {1: jnp.ones(2)}})
-    with pytest.raises(InvalidInputError, match=r"'a/b'.*got list"):
-        udnc_jax.save({"a": {"b": [jnp.ones(2)]}})
-    with pytest.raises(InvalidInputError, match=r"dict of arrays, got list"):
-        udnc_jax.save([jnp.ones(2)])
+    with pytest.raises(InvalidInputError, match=r"keys must be strings or ints, got 1.5 under 'a'"):
+        udnc_jax.save({"a": {1.5: jnp.ones(2)}})
+    with pytest.raises(InvalidInputError, match=r"'a/b'.*got set"):
+        udnc_jax.save({"a": {"b": {jnp.ones(2).shape}}})
+    with pytest.raises(InvalidInputError, match=r"'a/b'.*got str"):
+        udnc_jax.save({"a": {"b": "text"}})
+    with pytest.raises(InvalidInputError, match=r"tree of arrays .*got ArrayImpl"):
+        udnc_jax.save(jnp.ones(2))
+    with pytest.raises(InvalidInputError, match=r"tree of arrays .*got NoneType"):
+        udnc_jax.save(None)
+    with pytest.raises(DuplicateNameError, match=r"named 'a/0'"):
+        udnc_jax.save({"a": {0: jnp.ones(2), "0": jnp.ones(2)}})
     with pytest.raises(InvalidInputError, match=r"reserved"):
         udnc_jax.save({"a": jnp.ones(2)}, metadata={udnc_jax.TREE_METADATA_KEY: "{}"})
 
@@ -189,3 +226,147 @@ def test_escaping_round_trips_any_key(keys: list[str]) -> None:
     name = udnc_jax.SEPARATOR.join(udnc_jax.escape(key) for key in keys)
     assert name  # never an empty tensor name
     assert [udnc_jax.unescape(part) for part in name.split(udnc_jax.SEPARATOR)] == keys
+
+
+class Pair(NamedTuple):
+    first: Any
+    second: Any
+
+
+@dataclasses.dataclass
+class Node:
+    """A pytree node that JAX knows through its registration (like ``flax.struct``)."""
+
+    step: Any
+    params: Any
+
+
+jax.tree_util.register_dataclass(Node, data_fields=["step", "params"], meta_fields=[])
+
+
+def tree_with_every_node() -> dict:
+    f32 = np.arange(12, dtype=np.float32).reshape(3, 4)
+    return {
+        "list": [f32, f32[:1], {"in": np.ones(2, np.int8)}],
+        "tuple": (np.ones(3, np.float16), (), None),
+        "pair": Pair(np.zeros(2, np.uint8), Pair(np.ones(1, np.int32), None)),
+        "ints": {0: f32, 1: {"kernel": f32 * 2}},
+        "node": Node(np.asarray(7, np.int32), {"w": f32}),
+        "number": 3,
+        "empty": [],
+    }
+
+
+def test_lists_tuples_named_tuples_and_nodes_round_trip() -> None:
+    """Any JAX tree saves: its arrays under readable names (a plain consumer sees them), its
+    structure in the metadata, restored on load: lists, tuples, named tuples (a class of the
+    same name and fields), None, int keys; other pytree nodes come back as dicts, and in their
+    own classes with like=."""
+    tree = tree_with_every_node()
+    before = [bits(np.asarray(a)) for a in jax.tree_util.tree_leaves(tree)]
+    data = udnc_jax.save(tree)
+    assert [bits(np.asarray(a)) for a in jax.tree_util.tree_leaves(tree)] == before
+    assert list(udnc_format.load(data)) == [
+        "list/0",
+        "list/1",
+        "list/2/in",
+        "tuple/0",
+        "pair/first",
+        "pair/second/first",
+        "ints/0",
+        "ints/1/kernel",
+        "node/step",
+        "node/params/w",
+        "number",
+    ]
+    loaded = udnc_jax.load(data)
+    assert isinstance(loaded["list"], list) and isinstance(loaded["tuple"], tuple)
+    assert loaded["tuple"][1:] == ((), None) and loaded["empty"] == []
+    pair = loaded["pair"]
+    assert type(pair).__name__ == "Pair" and pair._fields == ("first", "second")
+    assert type(pair.second) is type(pair) and pair.second.second is None
+    assert type(udnc_jax.load(data)["pair"]) is type(pair)  # one class for every load
+    assert list(loaded["ints"]) == [0, 1]
+    assert list(loaded["node"]) == ["step", "params"]  # as a dict, without like=
+    assert loaded["number"].dtype == np.int32  # as jnp.asarray(3)
+    names = dict(udnc_jax.flatten(tree)[0])
+    decoded = dict(udnc_jax.flatten(loaded)[0])
+    check_decoded(
+        {n: udnc_jax.to_numpy(n, v) for n, v in names.items()}, data, as_numpy(decoded), []
+    )
+    exact = udnc_jax.load(data, like=tree_with_every_node())
+    assert jax.tree_util.tree_structure(exact) == jax.tree_util.tree_structure(tree)
+    assert isinstance(exact["node"], Node) and isinstance(exact["pair"], Pair)
+    for a, b in zip(jax.tree_util.tree_leaves(exact), jax.tree_util.tree_leaves(tree), strict=True):
+        assert isinstance(a, jax.Array) and bits(np.asarray(a)) == bits(np.asarray(jnp.asarray(b)))
+
+
+def test_like_must_have_the_files_names_and_shapes() -> None:
+    data = udnc_jax.save({"a": [np.ones(3, np.float32)], "b": np.ones(2, np.float32)})
+    with pytest.raises(ModelMismatchError, match=r"1 missing from the file .'a/1'") as caught:
+        udnc_jax.load(data, like={"a": [np.ones(3), np.ones(1)], "b": np.ones(2)})
+    assert caught.value.missing == ("a/1",)
+    with pytest.raises(ModelMismatchError, match=r"'b': \(2,\) in the file, \(5,\)"):
+        udnc_jax.load(data, like={"a": [np.ones(3)], "b": np.ones(5)})
+    with pytest.raises(ModelMismatchError, match=r"1 not in the model .'b'"):
+        udnc_jax.load(data, like={"a": [np.ones(3)]})
+
+
+def test_flax_nnx_state_round_trips(tmp_path) -> None:
+    """nnx.state(model) saves as it is (its Variables' values, int keys of a list of layers);
+    load gives the pure dict (nnx.to_pure_dict), like=nnx.state(model) an nnx.State of the
+    same Variable classes, ready for nnx.update."""
+    nnx = pytest.importorskip("flax.nnx")
+
+    class Net(nnx.Module):
+        def __init__(self, rngs: Any) -> None:
+            self.conv = nnx.Conv(1, 8, (3, 3), rngs=rngs)
+            self.bn = nnx.BatchNorm(8, rngs=rngs)
+            self.layers = nnx.List([nnx.Linear(72, 40, rngs=rngs), nnx.Linear(40, 3, rngs=rngs)])
+
+    source = Net(nnx.Rngs(0))
+    state = nnx.state(source)
+    pure = nnx.to_pure_dict(state)
+    leaves = [bits(np.asarray(a)) for a in jax.tree_util.tree_leaves(pure)]
+    path = tmp_path / "nnx.udnc"
+    udnc_jax.save_file(state, path, sqnr=30)
+    assert [bits(np.asarray(a)) for a in jax.tree_util.tree_leaves(nnx.to_pure_dict(state))] == (
+        leaves
+    )
+    with udnc_format.open(path) as handle:
+        assert {"layers/0/kernel", "bn/bias"} <= set(handle.keys())
+        assert handle.info("layers/0/kernel").encoding == "lattice"
+    loaded = udnc_jax.load_file(path)
+    assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(pure)
+    decoded = udnc_format.load_file(path)
+    for name, value in udnc_jax.flatten(loaded)[0]:
+        assert bits(np.asarray(value)) == bits(decoded[name]), name
+    target = Net(nnx.Rngs(1))
+    restored = udnc_jax.load_file(path, like=nnx.state(target))
+    assert type(restored) is type(state)
+    kinds = jax.tree_util.tree_leaves(restored, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    assert [type(v) for v in kinds] == [
+        type(v)
+        for v in jax.tree_util.tree_leaves(state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    ]
+    nnx.update(target, restored)
+    for name, value in udnc_jax.flatten(nnx.state(target))[0]:
+        assert bits(np.asarray(value)) == bits(decoded[name]), name
+
+
+def test_optax_state_round_trips() -> None:
+    optax = pytest.importorskip("optax")
+    params = {"w": jnp.ones((40, 30)), "b": jnp.zeros(30)}
+    tx = optax.adam(1e-3)
+    state = tx.init(params)
+    _, state = tx.update(jax.tree_util.tree_map(jnp.ones_like, params), state, params)
+    data = udnc_jax.save({"params": params, "opt": state}, keep=["*"])
+    assert "opt/0/mu/w" in udnc_format.load(data) and "opt/0/count" in udnc_format.load(data)
+    loaded = udnc_jax.load(data, like={"params": params, "opt": state})
+    assert jax.tree_util.tree_structure(loaded["opt"]) == jax.tree_util.tree_structure(state)
+    expected = jax.tree_util.tree_leaves({"params": params, "opt": state})
+    for a, b in zip(jax.tree_util.tree_leaves(loaded), expected, strict=True):
+        assert bits(np.asarray(a)) == bits(np.asarray(b))
+    tx.update(params, loaded["opt"], params)  # optax takes it back
+    plain = udnc_jax.load(data)["opt"]  # without like: a tuple of named tuples
+    assert type(plain) is tuple and plain[0]._fields == ("count", "mu", "nu")

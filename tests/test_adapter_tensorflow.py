@@ -159,3 +159,85 @@ def test_load_into_variables_by_name() -> None:
     assert all(bits(variables[n].numpy()) == bits(original[n]) for n in original)
     with pytest.raises(InvalidInputError, match=r"'a' is a .*Tensor, which cannot be assigned"):
         udnc_tf.load_into({"a": tf.zeros((2, 3)), "b": variables["b"]}, data)
+
+
+def cnn():
+    """A small CNN with explicit layer names, as a pretrained model would have."""
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, name="conv2d"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(10, name="dense"),
+        ],
+        name="sequential",
+    )
+
+
+def nested():
+    inner = keras.Sequential([keras.Input((16,)), keras.layers.Dense(40, name="d")], name="inner")
+    return keras.Sequential(
+        [keras.Input((16,)), inner, keras.layers.Dense(2, name="head")], name="outer"
+    )
+
+
+@pytest.mark.parametrize("make", [cnn, nested])
+def test_weight_names_do_not_depend_on_how_the_model_was_built(make, tmp_path) -> None:
+    """Keras 3 names a weight ``sequential/conv2d/kernel`` in a model built in code or loaded
+    from .h5, ``conv2d/kernel`` in the same model from JSON, a config or a .keras file (an inner
+    model's weights have their own prefixes again): the adapter names and matches them by their
+    path in the model, and a file saved from any of them loads into any other, the old
+    ``variable.path`` names included."""
+    built = make()
+    for variable in built.weights:
+        variable.assign(np.random.default_rng(0).normal(size=variable.shape))
+    built.save(tmp_path / "m.h5")
+    built.save(tmp_path / "m.keras")
+    variants = {
+        "code": built,
+        "h5": keras.models.load_model(tmp_path / "m.h5"),
+        "keras": keras.models.load_model(tmp_path / "m.keras"),
+        "json": keras.models.model_from_json(built.to_json()),
+        "config": keras.Sequential.from_config(built.get_config()),
+    }
+    paths = {kind: [v.path for v in model.weights] for kind, model in variants.items()}
+    assert len({tuple(p) for p in paths.values()}) == 2  # Keras's own paths differ
+    names = list(udnc_tf.model_weights(built))
+    assert all(list(udnc_tf.model_weights(m)) == names for m in variants.values())
+    assert names[0] == ("sequential/conv2d/kernel" if make is cnn else "outer/inner/d/kernel")
+    for kind, source in variants.items():
+        path = tmp_path / f"{kind}.udnc"
+        udnc_tf.save_model(source, path, sqnr=30)
+        old = tmp_path / f"{kind}-paths.udnc"  # as save_model named them before: by .path
+        udnc_format.save_file({v.path: v.numpy() for v in source.weights}, old, sqnr=30)
+        decoded = udnc_format.load_file(path)
+        for other in variants.values():
+            assert udnc_tf.load_into(other, path) == ([], [])
+            named = udnc_tf.model_weights(other)
+            assert all(bits(named[n].numpy()) == bits(decoded[n]) for n in names)
+            if make is cnn or kind in ("code", "h5"):  # a nested model's inner names differ
+                assert udnc_tf.load_into(other, old) == ([], [])
+
+
+def test_load_into_not_strict_refuses_to_assign_nothing_or_too_little(tmp_path) -> None:
+    path = tmp_path / "net.udnc"
+    udnc_tf.save_model(net(name="other"), path)  # every name differs from those of "net"
+    target = net(extra=True)
+    before = snapshot({v.path: v for v in target.weights})
+    with pytest.raises(ModelMismatchError, match=r"would assign none of its 8 tensors") as caught:
+        udnc_tf.load_into(target, path, strict=False)
+    assert caught.value.unexpected[0] == "other/dense/kernel"
+    assert snapshot({v.path: v for v in target.weights}) == before
+    to_net = {"rename": lambda name: name.replace("other/", "net/", 1)}
+    assert udnc_tf.load_into(target, path, strict=False, **to_net) == (
+        ["net/head/kernel", "net/head/bias"],
+        [],
+    )
+    assert udnc_tf.load_into(net(), path, **to_net) == ([], [])
+    # 64*32 + 32 + 4*32 values in the file, 32*4 + 4 of the head missing: 94.4 %.
+    with pytest.raises(ModelMismatchError, match=r"2,208 of its 2,340 values .94.4% < min"):
+        udnc_tf.load_into(target, path, strict=False, min_fraction=0.95, **to_net)
+    variables = {"a": tf.Variable(np.zeros(2, np.float32))}
+    with pytest.raises(ModelMismatchError, match=r"does not fit the variables: strict=False"):
+        udnc_tf.load_into(variables, path, strict=False)

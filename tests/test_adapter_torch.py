@@ -195,3 +195,35 @@ def test_load_into_not_strict(tmp_path) -> None:
     assert caught.value.missing == caught.value.unexpected == ()
     with pytest.raises(InvalidInputError, match=r"torch.nn.Module, got OrderedDict"):
         udnc_torch.load_into(state, path)
+
+
+def test_load_into_not_strict_refuses_to_assign_nothing_or_too_little(tmp_path) -> None:
+    """strict=False assigning nothing is never what was meant (a renamed checkpoint, such as
+    a DistributedDataParallel one): ModelMismatchError, the model unchanged; rename= maps the
+    names; min_fraction sets how much of the model must be assigned."""
+    path = tmp_path / "ddp.udnc"
+    udnc_torch.save_file({f"module.{n}": t for n, t in model().state_dict().items()}, path)
+    target = model(extra=True)
+    before = {n: to_numpy(t).tobytes() for n, t in target.state_dict().items()}
+    with pytest.raises(ModelMismatchError, match=r"would assign none of its 9 tensors") as caught:
+        udnc_torch.load_into(target, path, strict=False)
+    assert caught.value.unexpected[0] == "module.0.weight" and len(caught.value.missing) == 9
+    assert {n: to_numpy(t).tobytes() for n, t in target.state_dict().items()} == before
+    unwrap = {"rename": lambda name: name.removeprefix("module.")}
+    result = udnc_torch.load_into(target, path, strict=False, **unwrap)
+    assert result == (["2.weight", "2.bias"], [])
+    assert torch.equal(target[0].weight, udnc_torch.load_file(path)["module.0.weight"])
+    assert udnc_torch.load_into(model(), path, **unwrap) == ([], [])  # strict, renamed
+    mapping = {f"module.{n}": n for n in model().state_dict()}
+    assert udnc_torch.load_into(model(), path, rename=mapping) == ([], [])
+    # 48*24 + 24 values of the first layer, 4*24 + 1 of the batch norm, 24*4 + 4 of the head.
+    udnc_torch.load_into(target, path, strict=False, min_fraction=0.9, **unwrap)
+    with pytest.raises(ModelMismatchError, match=r"assign 1,273 of its 1,373 values .92.7% < "):
+        udnc_torch.load_into(target, path, strict=False, min_fraction=0.95, **unwrap)
+    for bad in (0, 1.5, True, "all"):
+        with pytest.raises(InvalidInputError, match=r"min_fraction"):
+            udnc_torch.load_into(target, path, strict=False, min_fraction=bad)
+    with pytest.raises(InvalidInputError, match=r"rename\('module.0.weight'\) returned None"):
+        udnc_torch.load_into(target, path, rename=lambda name: None)
+    with pytest.raises(ModelMismatchError, match=r"several of the file's tensors fit"):
+        udnc_torch.load_into(target, path, rename=lambda name: "0.weight")

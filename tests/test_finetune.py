@@ -218,8 +218,8 @@ def test_save_file_decodes_to_the_weights_used(
     used = weight_arrays(qm)
     for name, weight in used.items():
         np.testing.assert_array_equal(bits(weight), bits(decoded[name]))
-    for name, tensor in state_arrays(model).items():
-        if name not in used:  # biases: lossless, trained or not
+    for name, tensor in state_arrays(qm.model).items():
+        if name not in used:  # biases: lossless, trained (in qm's copy of the model) or not
             np.testing.assert_array_equal(bits(tensor), bits(decoded[name]))
     with udnc_format.open(path) as handle:
         assert handle.metadata() == {"stage": "fine-tuned"}
@@ -255,7 +255,8 @@ def test_parameters_are_the_codewords_and_optionally_the_rest() -> None:
         "model.2.bias",
     ]
     nn.functional.cross_entropy(qm(x), y).backward()
-    assert model[0].bias.grad is not None and model[0].weight.grad is None
+    assert qm.model[0].bias.grad is not None and qm.model[0].weight.grad is None
+    assert all(p.grad is None for p in model.parameters())  # qm trains its own copy
 
 
 def test_min_count_trains_the_frequent_codewords_only(tmp_path: Path) -> None:
@@ -379,3 +380,84 @@ def test_get_quantized_and_encode_quantized_round_trip(lattice: str, codebook: b
 
 
 ARRAYS = dict.fromkeys(("mask", "cosets", "symbols", "codebook", "indices"))
+
+
+class Normed(nn.Module):
+    """A model whose training-mode forward changes buffers (batch-norm statistics)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(IN, HIDDEN)
+        self.norm = nn.BatchNorm1d(HIDDEN)
+        self.out = nn.Linear(HIDDEN, OUT)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.norm(self.hidden(x))))
+
+
+def snapshot(model: nn.Module) -> dict[str, tuple]:
+    """Everything of a model's tensors that fine-tuning could change."""
+    return {
+        name: (
+            bits(as_numpy(tensor)).tobytes(),
+            tensor.dtype,
+            tensor.data_ptr(),
+            tensor._version,  # counts in-place changes
+            tensor.requires_grad,
+            tensor.grad,
+        )
+        for name, tensor in model.state_dict(keep_vars=True).items()
+    } | {"training": model.training}
+
+
+@pytest.mark.parametrize("from_file", [False, True])
+@pytest.mark.parametrize("train_unquantized", [False, True])
+@pytest.mark.parametrize("options", [{"lattice": "Z1"}, {"lattice": "E8", "codebook": True}])
+def test_the_callers_model_is_never_changed(
+    tmp_path: Path, from_file: bool, train_unquantized: bool, options: dict
+) -> None:
+    """Construction (a file's lossless tensors included), training (codewords, biases, batch
+    statistics), apply_to_model and save_file change qm's copy of the model, not the model
+    given, whose every tensor stays bit-identical, in place and without a gradient."""
+    torch.manual_seed(0)
+    model = Normed().train()
+    source: Path | None = None
+    if from_file:
+        source = tmp_path / "m.udnc"
+        other = Normed()
+        with torch.no_grad():
+            other.norm.running_mean.uniform_()
+        udnc_format.save_file(state_arrays(other), source, **OPTIONS, **options)
+    before = snapshot(model)
+    kwargs = {} if from_file else {**OPTIONS, **options}
+    qm = QuantizedModel(model, source, train_unquantized=train_unquantized, min_count=2, **kwargs)
+    assert qm.model is not model
+    x, y = data()
+    descend(qm, lambda: nn.functional.cross_entropy(qm(x), y), 3, 0.05)
+    qm.save_file(tmp_path / "tuned.udnc")
+    tuned = qm.apply_to_model()
+    assert tuned is qm.model
+    assert snapshot(model) == before
+    changed = [
+        n for n, t in tuned.state_dict().items() if not torch.equal(t, model.state_dict()[n])
+    ]
+    assert "norm.running_mean" in changed and "hidden.weight" in changed  # the copy trained
+    assert ("hidden.bias" in changed) == (train_unquantized or from_file)
+
+
+def test_a_model_that_cannot_be_copied() -> None:
+    class Uncopyable(nn.Linear):
+        def __deepcopy__(self, memo: dict) -> None:
+            raise TypeError("holds a lock")
+
+    with pytest.raises(InvalidInputError, match=r"Uncopyable cannot be copied .*holds a lock"):
+        QuantizedModel(Uncopyable(IN, OUT), **OPTIONS)
+    with pytest.raises(InvalidInputError, match=r"torch.nn.Module, got dict"):
+        QuantizedModel({}, **OPTIONS)  # type: ignore[arg-type]
+
+
+def test_a_file_that_fits_nothing_of_the_model(tmp_path: Path) -> None:
+    path = tmp_path / "m.udnc"
+    udnc_format.save_file({"other.weight": np.ones((4, 300), np.float32)}, path, **OPTIONS)
+    with pytest.raises(ModelMismatchError, match=r"strict=False would assign none"):
+        QuantizedModel(mlp(), path, strict=False)

@@ -8,10 +8,12 @@ Save a Keras model's weights, and load them back into the model::
 
 ``save``/``save_file`` take a mapping of names to ``tf.Tensor``, ``tf.Variable`` or Keras
 variables and ``load``/``load_file`` return ``tf.Tensor``; a Keras model's weights are named by
-their paths (``variable.path`` in Keras 3, such as ``"sequential/dense/kernel"``; ``.name``
-where there is no path). Keras 3 names layers (``dense``, ``dense_1``, ...) and so paths in the
-order they are created in a process: give layers (and Sequential models) explicit names, or
-build the model the same way in a fresh process, for its paths to match a file's.
+their paths in the model's layer tree (:func:`model_weights`, such as
+``"sequential/dense/kernel"``), which, unlike Keras 3's ``variable.path``, do not depend on
+whether the model was built in code, loaded from .h5 or .keras, or made from JSON or a config;
+``load_into`` also accepts them without the model's name in front, and by ``variable.path``.
+Keras 3 names unnamed layers (``dense``, ``dense_1``, ...) in the order they are created in a
+process: give layers explicit names, or build the model the same way in a fresh process.
 
 Every dtype of the format that TensorFlow has: float16/32/64, bfloat16, int8..64, uint8..64,
 bool, float8_e4m3fn and float8_e5m2 (not float8_e8m0fnu). Values are copied bit for bit, so what
@@ -34,7 +36,14 @@ from udnc_format import UDNCFile
 from udnc_format.dtypes import NUMPY_DTYPES
 from udnc_format.errors import AdapterError, DuplicateNameError, InvalidInputError
 
-from ._common import LoadResult, Source, check_fit, import_framework, install_command
+from ._common import (
+    LoadResult,
+    Rename,
+    Source,
+    check_fit,
+    import_framework,
+    install_command,
+)
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -113,45 +122,125 @@ def load_file(path: str | os.PathLike[str]) -> dict[str, tf.Tensor]:
 
 
 def variable_name(variable: Any) -> str:
-    """A weight's name in a file: its Keras 3 path, else its name."""
+    """A variable's own path: its Keras 3 path, else its name."""
     path = getattr(variable, "path", None)
     return path if isinstance(path, str) and path else str(variable.name)
 
 
+def _sublayers(layer: Any) -> list[Any]:
+    flatten = getattr(layer, "_flatten_layers", None)  # Keras 3's own walk of a layer's layers
+    if flatten is None:
+        return list(getattr(layer, "layers", None) or [])
+    return list(flatten(include_self=False, recursive=False))
+
+
+def _structural_names(model: Any) -> dict[int, str]:
+    """{id(variable): its path in the model's layer tree}: the names of the layers from the
+    model down, then the variable's own name, such as ``"sequential/conv2d/kernel"`` or
+    ``"outer/inner/dense/kernel"``. Keras 3's ``variable.path`` is the name scope the variable
+    was created in, which depends on how the model was built (a Sequential built in code, one
+    loaded from .h5, from JSON, from a config or a .keras file), this does not."""
+    names: dict[int, str] = {}
+
+    def walk(layer: Any, prefix: str) -> None:
+        inner = _sublayers(layer)
+        nested = {id(v) for sub in inner for v in getattr(sub, "weights", [])}
+        for variable in getattr(layer, "weights", []):
+            if id(variable) not in nested and id(variable) not in names:
+                names[id(variable)] = f"{prefix}/{variable.name}"
+        for sub in inner:
+            walk(sub, f"{prefix}/{sub.name}")
+
+    walk(model, str(getattr(model, "name", "") or type(model).__name__))
+    return names
+
+
 def model_weights(model: Any) -> dict[str, Any]:
-    """A Keras model's (or layer's) weights by path; DuplicateNameError if two share one."""
+    """A Keras model's (or layer's) weights by their path in the model: the model's name, the
+    layers' names down to the weight's, then its own name (``"net/dense/kernel"``; for a
+    Sequential model built in code, its ``variable.path``). DuplicateNameError if two share one.
+
+    >>> list(model_weights(model))  # doctest: +SKIP
+    ['net/dense/kernel', 'net/dense/bias']
+    """
     weights = getattr(model, "weights", None)
     if weights is None:
         raise InvalidInputError(f"expected a Keras model or layer, got {type(model).__name__}")
+    structural = _structural_names(model)
     named: dict[str, Any] = {}
     for variable in weights:
-        name = variable_name(variable)
+        name = structural.get(id(variable)) or variable_name(variable)
         if name in named:
             raise DuplicateNameError(f"two weights of the model are named {name!r}")
         named[name] = variable
     return named
 
 
+def _aliases(model: Any, named: Mapping[str, Any]) -> dict[str, str]:
+    """{a name a file may give a weight: the weight's name in ``named``}: its path in the model
+    (``"net/dense/kernel"``), that path without the model's name (``"dense/kernel"``, as Keras
+    names it in a model built from a config), and its ``variable.path`` (as older versions of
+    ``save_model`` wrote it). An alias that two weights could claim is dropped."""
+    prefix = f"{getattr(model, 'name', '')}/"
+    forms = [
+        {name: name for name in named},
+        {name.removeprefix(prefix): name for name in named if name.startswith(prefix)},
+        {variable_name(variable): name for name, variable in named.items()},
+    ]
+    aliases: dict[str, str] = {}
+    for form in forms:
+        claims: dict[str, set[str]] = {}
+        for alias, name in form.items():
+            claims.setdefault(alias, set()).add(name)
+        for alias, names in claims.items():
+            if alias not in aliases and len(names) == 1:
+                aliases[alias] = next(iter(names))
+    return aliases
+
+
 def save_model(model: Any, path: str | os.PathLike[str], **options: Any) -> None:
     """Encode a Keras model's weights (trainable and not, such as batch-norm statistics), by
-    path, to a .udnc file."""
+    their path in the model (:func:`model_weights`), to a .udnc file.
+
+    >>> save_model(model, "model.udnc", sqnr=40)  # doctest: +SKIP
+    """
     _tf()
     udnc_format.save_file(_arrays(model_weights(model)), path, **options)
 
 
-def load_into(model: Any, path: Source, strict: bool = True) -> LoadResult:
-    """Assign a file's tensors to a Keras model's weights (matched by path), or to a mapping of
-    names to variables, in place: the variables stay the same objects, with their dtypes (values
-    are converted to them). Names and shapes are checked before anything is assigned; a shape
-    that differs, and with ``strict`` a name missing from the file or unknown to the model,
-    raise one ModelMismatchError listing them all. ``path`` may also be the bytes of a file.
+def load_into(
+    model: Any,
+    path: Source,
+    strict: bool = True,
+    *,
+    rename: Rename | None = None,
+    min_fraction: float | None = None,
+) -> LoadResult:
+    """Assign a file's tensors to a Keras model's weights, or to a mapping of names to
+    variables, in place: the variables stay the same objects, with their dtypes (values are
+    converted to them). A model's weights are matched by their path in the model
+    (:func:`model_weights`), with or without the model's name in front, or by their
+    ``variable.path``: a file saved from a model loaded from .h5 (``sequential/conv2d/kernel``)
+    fits the same model built from JSON, a config or a .keras file (``conv2d/kernel``), and
+    the other way round. ``rename`` maps the file's names to the model's (a function or a
+    mapping) where they differ otherwise, such as when the model's name does.
+
+    Names and shapes are checked before anything is assigned; a shape that differs, and with
+    ``strict`` a name missing from the file or unknown to the model, raise one
+    ModelMismatchError listing them all. Without ``strict``, a file that would assign nothing
+    raises it too, and so does one that would assign less than ``min_fraction`` of the model's
+    values (elements). ``path`` may also be the bytes of a file.
 
     Returns the names left aside: (missing, unexpected), empty with ``strict``.
+
+    >>> load_into(model, "model.udnc")  # doctest: +SKIP
+    LoadResult(missing=[], unexpected=[])
     """
     tf = _tf()
     if isinstance(model, Mapping):
         targets = dict(model)
         target = "the variables"
+        keys = None
         for name, variable in targets.items():
             if not callable(getattr(variable, "assign", None)):
                 raise InvalidInputError(
@@ -160,15 +249,24 @@ def load_into(model: Any, path: Source, strict: bool = True) -> LoadResult:
                 )
     else:
         targets = model_weights(model)
+        keys = _aliases(model, targets)
         target = f"Keras model {getattr(model, 'name', type(model).__name__)!r}"
         if not targets:
             target += ", which has no weights (is it built?)"
     shapes = {name: tuple(variable.shape) for name, variable in targets.items()}
     with UDNCFile(path) as handle:
-        result = check_fit(handle, shapes, strict=strict, target=target)
+        result, matched = check_fit(
+            handle,
+            shapes,
+            strict=strict,
+            target=target,
+            keys=keys,
+            rename=rename,
+            min_fraction=min_fraction,
+        )
         for name in handle:
-            if name in targets:
-                variable = targets[name]
+            if name in matched:
+                variable = targets[matched[name]]
                 array = handle.get_tensor(name)
                 wanted = np.dtype(tf.as_dtype(variable.dtype).as_numpy_dtype)
                 variable.assign(array if array.dtype == wanted else array.astype(wanted))

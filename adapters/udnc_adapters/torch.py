@@ -29,7 +29,14 @@ import udnc_format
 from udnc_format import UDNCFile
 from udnc_format.errors import InvalidInputError
 
-from ._common import LoadResult, Source, check_fit, import_framework, install_command
+from ._common import (
+    LoadResult,
+    Rename,
+    Source,
+    check_fit,
+    import_framework,
+    install_command,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -157,15 +164,29 @@ def load_file(
         return {name: from_numpy(handle.get_tensor(name)).to(target) for name in handle}
 
 
-def load_into(module: torch.nn.Module, path: Source, strict: bool = True) -> LoadResult:
+def load_into(
+    module: torch.nn.Module,
+    path: Source,
+    strict: bool = True,
+    *,
+    rename: Rename | None = None,
+    min_fraction: float | None = None,
+) -> LoadResult:
     """Copy a file's tensors into a module's parameters and buffers (those of its state dict),
     in place: the module keeps its tensor objects, devices and dtypes (values are converted
     like ``load_state_dict`` does). Names and shapes are checked before anything is copied;
     a shape that differs, and with ``strict`` a name missing from the file or unknown to the
-    module, raise one ModelMismatchError listing them all. Tensors are decoded and copied one
-    at a time. ``path`` may also be the bytes of a file.
+    module, raise one ModelMismatchError listing them all. Without ``strict``, a file that
+    would assign nothing raises it too, and so does one that would assign less than
+    ``min_fraction`` of the module's values (elements). ``rename`` maps the file's names to the
+    module's: a function or a mapping, such as ``lambda name: name.removeprefix("module.")``
+    for a checkpoint of a ``DistributedDataParallel`` model. Tensors are decoded and copied
+    one at a time. ``path`` may also be the bytes of a file.
 
     Returns the names left aside: (missing, unexpected), empty with ``strict``.
+
+    >>> udnc_adapters.torch.load_into(model, "model.udnc", strict=False)  # doctest: +SKIP
+    LoadResult(missing=['head.weight', 'head.bias'], unexpected=[])
     """
     torch = _torch()
     if not isinstance(module, torch.nn.Module):
@@ -177,11 +198,18 @@ def load_into(module: torch.nn.Module, path: Source, strict: bool = True) -> Loa
     }
     with UDNCFile(path) as handle:
         shapes = {name: tuple(tensor.shape) for name, tensor in targets.items()}
-        result = check_fit(handle, shapes, strict=strict, target=type(module).__name__)
+        result, matched = check_fit(
+            handle,
+            shapes,
+            strict=strict,
+            target=type(module).__name__,
+            rename=rename,
+            min_fraction=min_fraction,
+        )
         with torch.no_grad():
             for name in handle:
-                if name in targets:
-                    targets[name].copy_(from_numpy(handle.get_tensor(name)))
+                if name in matched:
+                    targets[matched[name]].copy_(from_numpy(handle.get_tensor(name)))
     return result
 
 
