@@ -89,7 +89,9 @@ def test_sqnr_offsets_shift_matching_tensors(checkpoint, tmp_path):
     assert abs(sqnr(WEIGHTS["head.weight"], decoded["head.weight"]) - 22) <= 0.3
     assert abs(sqnr(WEIGHTS["embed.weight"], decoded["embed.weight"]) - 30 - embed_offset) <= 0.3
     assert abs(sqnr(WEIGHTS["encoder.dense.weight"], decoded["encoder.dense.weight"]) - 30) <= 0.3
-    assert run("compress", checkpoint, "-o", packed, "-f", "--sqnr-offset", "nonsense") == 1
+    with pytest.raises(SystemExit) as exited:  # a usage error
+        run("compress", checkpoint, "-o", packed, "-f", "--sqnr-offset", "nonsense")
+    assert exited.value.code == 2
 
 
 @pytest.mark.parametrize("bits", [2.0, 3.5, 5.0])
@@ -470,3 +472,81 @@ def test_an_index_that_disagrees_with_its_shards_is_refused(sharded, edit, capsy
     sharded.write_text(json.dumps(document))
     assert run("info", sharded) == 1
     assert_one_line_error(capsys, str(sharded))
+
+
+# ----------------------------------------------------------------------------------------------
+# Usage errors: every invalid option value exits 2 naming the option, before the output is
+# looked at; --version; compress and info count the same source bytes.
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--metadata", "foo"], "--metadata"),
+        (["--prune", "1.5"], "--prune"),
+        (["--level", "99"], "--level"),
+        (["--seed", "-1"], "--seed"),
+        (["--step", "0"], "--step"),
+        (["-j", "-3"], "--threads"),
+        (["--shard-size", "2X"], "--shard-size"),
+        (["--sqnr", "abc"], "--sqnr"),
+        (["--sqnr", "-5"], "--sqnr"),
+        (["--bits", "0.01"], "--bits"),
+        (["--codebook", "--lattice", "TCQ4"], "--codebook"),
+        (["--coder", "rans", "--level", "5"], "takes no level"),
+        (["--sqnr-offset", "oops"], "--sqnr-offset"),
+        (["--processes", "2", "--bits", "3"], "--processes"),
+    ],
+)
+def test_an_invalid_option_value_is_a_usage_error_before_the_output_check(
+    checkpoint, tmp_path, capsys, options, named
+):
+    existing = tmp_path / "x.udnc"
+    existing.write_bytes(b"keep me")
+    with pytest.raises(SystemExit) as exited:
+        run("compress", checkpoint, "-o", existing, *options)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert named in err and "exists" not in err, err
+    assert existing.read_bytes() == b"keep me"
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert udnc_format.__version__ in out and "format 1.2" in out
+
+
+def test_bits_below_zero_db_warns_with_the_sqnr(checkpoint, tmp_path, capsys):
+    assert run("compress", checkpoint, "-o", tmp_path / "m.udnc", "--bits", "0.5") == 0
+    err = capsys.readouterr().err
+    assert "warning: --bits 0.5 needs an SQNR of -" in err and "louder than the weights" in err
+
+
+def test_compress_and_info_report_the_same_sizes_and_ratio(checkpoint, tmp_path, capsys):
+    packed = tmp_path / "m.udnc"
+    assert run("compress", checkpoint, "-o", packed) == 0
+    said = capsys.readouterr().out
+    assert run("info", packed) == 0
+    total = capsys.readouterr().out.splitlines()[-len(METADATA) - 1]
+    tensor_bytes = sum(array.nbytes for array in WEIGHTS.values())
+    for text in (said, total):
+        assert f"{tensor_bytes:,} tensor bytes -> {packed.stat().st_size:,} file bytes" in text
+    ratio = said.rsplit("ratio ", 1)[1].strip()
+    assert f"compression ratio {ratio}" in total
+
+
+def test_compress_help_describes_every_option():
+    import argparse
+
+    from udnc_format.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    compress = commands.choices["compress"]
+    for action in compress._actions:
+        assert action.help, action.option_strings
+    text = compress.format_help()
+    assert "zstd 3" in text and "KEY=VALUE" in text

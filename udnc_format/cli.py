@@ -18,23 +18,27 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import numpy as np
 
 from .checkpoint import Checkpoint, index_path, write_shards
+from .coders import DEFAULT_LEVELS, LEVEL_RANGES
 from .constants import (
     DEFAULT_PRNG,
     DEFAULT_RD_LATTICES,
     DEFAULT_RD_SQNRS,
     DEFAULT_SQNR_DB,
     DEFAULT_SQNR_OFFSETS,
+    VERSION_MAJOR,
+    VERSION_MINOR,
     Coder,
     Lattice,
     Prng,
 )
 from .encoder import EncodeOptions, encode_tensors
-from .errors import InvalidInputError, MissingDependencyError, UDNCError, WriteError
+from .errors import MissingDependencyError, OptionError, UDNCError, WriteError
 from .limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY
 from .rate import sqnr_for_bits
 from .rd import (
@@ -46,7 +50,7 @@ from .rd import (
     settings_for,
 )
 from .reader import TensorInfo
-from .safetensors_io import TensorSpec, checkpoint_files, iter_checkpoint, write_safetensors
+from .safetensors_io import TensorSpec, iter_checkpoint, write_safetensors
 from .shards import compress_sharded
 from .writer import write_file
 
@@ -123,8 +127,49 @@ def _offsets(items: Sequence[str], uniform: bool) -> tuple[tuple[str, float], ..
         except ValueError:
             sep = ""
         if not sep or not pattern:
-            raise InvalidInputError(f"--sqnr-offset {item!r}: expected GLOB=DB, e.g. '*lm_head*=6'")
+            raise OptionError("sqnr_offsets", f"{item!r}: expected GLOB=DB, e.g. '*lm_head*=6'")
     return (*offsets, *(() if uniform else DEFAULT_SQNR_OFFSETS))
+
+
+def _metadata(items: Sequence[str]) -> dict[str, str]:
+    metadata = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise OptionError("metadata", f"{item!r}: expected KEY=VALUE")
+        metadata[key] = value
+    return metadata
+
+
+# The flag of each EncodeOptions keyword where it is not ``--keyword``.
+_FLAGS = {"dither": "--no-dither", "sqnr_offsets": "--sqnr-offset", "threads": "-j/--threads"}
+
+
+def _flag(option: str) -> str:
+    return _FLAGS.get(option, "--" + option.replace("_", "-"))
+
+
+def check_compress(args: argparse.Namespace) -> None:
+    """Every option of ``compress`` checked before anything is read or written (an invalid
+    value is a usage error): the encoder options, as ``args.options``."""
+    if args.processes and (args.bits is not None or args.shard_size):
+        raise OptionError("processes", "--processes goes with neither --bits nor --shard-size")
+    args.options = EncodeOptions.from_kwargs(
+        lattice=args.lattice,
+        step=args.step,
+        sqnr=args.sqnr,
+        dither=not args.no_dither,
+        seed=args.seed,
+        coder=args.coder,
+        level=args.level,
+        prune=args.prune,
+        codebook=args.codebook,
+        prng=args.prng,
+        threads=args.threads,
+        keep=tuple(args.keep or ()),
+        sqnr_offsets=_offsets(args.sqnr_offset or (), args.uniform),
+        metadata=_metadata(args.metadata or ()),
+    )
 
 
 def _check_output(path: Path, force: bool) -> None:
@@ -140,27 +185,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     for pattern in args.keep or ():
         if not args.quiet and not any(fnmatch.fnmatchcase(s.name, pattern) for s in specs):
             print(f"udnc compress: warning: --keep {pattern!r} matches no tensor", file=sys.stderr)
-    for item in args.metadata or ():
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InvalidInputError(f"--metadata {item!r}: expected KEY=VALUE")
-        metadata[key] = value
-    options = EncodeOptions.from_kwargs(
-        lattice=args.lattice,
-        step=args.step,
-        sqnr=args.sqnr,
-        dither=not args.no_dither,
-        seed=args.seed,
-        coder=args.coder,
-        level=args.level,
-        prune=args.prune,
-        codebook=args.codebook,
-        prng=args.prng,
-        threads=args.threads,
-        keep=tuple(args.keep or ()),
-        sqnr_offsets=_offsets(args.sqnr_offset or (), args.uniform),
-        metadata=metadata,
-    )
+    options: EncodeOptions = args.options
+    options = replace(options, metadata=MappingProxyType({**metadata, **options.metadata}))
     sizes = [spec.nbytes for spec in specs]
     if args.bits is not None:
 
@@ -171,12 +197,17 @@ def cmd_compress(args: argparse.Namespace) -> int:
         def passes() -> Iterator[tuple[str, np.ndarray]]:
             return _progress(iter_checkpoint(source)[2], sizes, "measuring", args.quiet)
 
-        options = replace(options, sqnr=sqnr_for_bits(passes, options, args.bits, report))
+        sqnr = sqnr_for_bits(passes, options, args.bits, report)
+        if sqnr <= 0:
+            print(
+                f"udnc compress: warning: --bits {args.bits:g} needs an SQNR of {sqnr:.1f} dB: "
+                "the quantization noise is louder than the weights",
+                file=sys.stderr,
+            )
+        options = replace(options, sqnr=sqnr)
     if args.processes:
-        if args.bits is not None or args.shard_size:
-            raise InvalidInputError("--processes goes with neither --bits nor --shard-size")
         kwargs = {f.name: getattr(options, f.name) for f in fields(options)}
-        # Plain values for the worker processes; streams and threads are set per process.
+        # Plain values for the worker processes; threads are set per process.
         kwargs = {k: dict(v) if isinstance(v, Mapping) else v for k, v in kwargs.items()}
         kwargs["threads"] = args.threads or None
         target = compress_sharded(source, target, processes=args.processes, **kwargs)[-1]
@@ -191,11 +222,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
         with Checkpoint(target) as handle:
             quantized = sum(handle.info(name).encoding == "lattice" for name in handle)
             size = handle.file_bytes
-            source_size = sum(path.stat().st_size for path in checkpoint_files(source))
             shards = f" in {len(handle.files)} shards" if len(handle.files) > 1 else ""
+            # The tensors' bytes, as `udnc info` counts them (the safetensors header aside).
+            tensor_bytes = sum(sizes)
             print(
                 f"{target}: {len(handle)} tensors ({quantized} quantized){shards}, "
-                f"{source_size:,} -> {size:,} bytes, ratio {source_size / max(size, 1):.2f}"
+                f"{tensor_bytes:,} tensor bytes -> {size:,} file bytes, compression ratio "
+                f"{tensor_bytes / max(size, 1):.2f}"
             )
     return EXIT_OK
 
@@ -310,7 +343,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"{i.bits_per_weight:7.3f} {i.stored_bytes:>10,} {i.coder}"
         )
     print(
-        f"total: {source:,} source bytes -> {file_size:,} file bytes "
+        f"total: {source:,} tensor bytes -> {file_size:,} file bytes "
         f"({totals['quantized_bits_per_weight']:.3f} bits per quantized weight), "
         f"compression ratio {totals['ratio']:.2f}"
     )
@@ -428,6 +461,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _bits(text: str) -> float:
+    value = _positive_float(text)
+    if not 0.05 < value < 32:
+        raise argparse.ArgumentTypeError(f"must lie in (0.05, 32): {text!r}")
+    return value
+
+
 def _int_at_least(low: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -507,6 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="udnc", description="Universal deep neural network compression (.udnc files)."
     )
+    parser.add_argument("--version", action="version", version=version_text())
     quiet_help = "print nothing on success"
     parser.add_argument("-q", "--quiet", action="store_true", help=quiet_help)
     common = argparse.ArgumentParser(add_help=False)  # -q is also accepted after the command
@@ -562,13 +603,16 @@ def build_parser() -> argparse.ArgumentParser:
     rate = compress.add_mutually_exclusive_group()
     rate.add_argument(
         "--sqnr",
-        type=float,
+        type=_positive_float,
         help=f"SQNR target in dB per quantized tensor, before the role offsets "
         f"(default {DEFAULT_SQNR_DB:g})",
     )
     rate.add_argument("--step", type=float, help="lattice step Δ for every quantized tensor")
     rate.add_argument(
-        "--bits", type=float, help="average coded bits per quantized weight (searched)"
+        "--bits",
+        type=_bits,
+        help="average coded bits per quantized weight, in (0.05, 32), found by search on the "
+        "real coded size",
     )
     lattices = [m.name for m in Lattice]
     compress.add_argument(
@@ -598,11 +642,23 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument(
         "--coder", default="zstd", choices=coders, type=str.lower, help="universal coder"
     )
-    compress.add_argument("--level", type=int, help="coder level")
+    levels = ", ".join(
+        f"{coder.name.lower()} {DEFAULT_LEVELS[coder]}"
+        for coder in Coder
+        if LEVEL_RANGES[coder][1] > LEVEL_RANGES[coder][0]
+    )
+    compress.add_argument(
+        "--level", type=int, help=f"coder level (default: {levels}; raw and rans take none)"
+    )
     compress.add_argument("--prune", type=float, default=0.0, help="fraction pruned per tensor")
     compress.add_argument("--codebook", action="store_true", help="store fitted shared vectors")
     compress.add_argument("--keep", action="append", metavar="GLOB", help="keep tensors lossless")
-    compress.add_argument("--metadata", action="append", metavar="KEY=VALUE")
+    compress.add_argument(
+        "--metadata",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a metadata entry added to the input's (repeatable; wins over the input's own)",
+    )
     compress.add_argument(
         "--shard-size",
         type=parse_size,
@@ -616,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="one .udnc shard per input shard, compressed in N processes, with an index",
     )
     compress.add_argument("-f", "--force", action="store_true", help="overwrite the output")
-    compress.set_defaults(run=cmd_compress)
+    compress.set_defaults(run=cmd_compress, check=check_compress, parser=compress)
 
     decompress = commands.add_parser(
         "decompress", parents=[common, limits, header_limit, threads], help=".udnc -> safetensors"
@@ -698,9 +754,25 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated
 
 
+def version_text() -> str:
+    """``udnc --version``: the package and the format versions it writes and reads."""
+    from . import __version__
+
+    newest = f"{VERSION_MAJOR}.{VERSION_MINOR}"
+    return (
+        f"udnc {__version__}: writes .udnc format {newest}, reads every {VERSION_MAJOR}.x "
+        f"(features up to {newest})"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``udnc`` command."""
     args = build_parser().parse_args(argv)
+    if hasattr(args, "check"):
+        try:
+            args.check(args)
+        except OptionError as exc:  # an invalid option value: a usage error (exit 2)
+            args.parser.error(f"{_flag(exc.option)}: {exc}")
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:

@@ -40,7 +40,7 @@ from .constants import (
     Serialization,
 )
 from .dtypes import QUANTIZABLE, dtype_of, little_endian_view
-from .errors import DuplicateNameError, InvalidInputError
+from .errors import DuplicateNameError, InvalidInputError, OptionError
 from .header import ChunkRef, LatticeParams, StreamRef, TensorEntry
 from .lattices import get_lattice
 from .parallel import SERIAL, Workers
@@ -78,8 +78,9 @@ def _is_utf8(text: str) -> bool:
 
 
 def _require(condition: bool, message: str, value: object) -> None:
+    """OptionError unless ``condition``; ``message`` begins with the option's keyword."""
     if not condition:
-        raise InvalidInputError(f"{message}, got {value!r}")
+        raise OptionError(message.split()[0], f"{message}, got {value!r}")
 
 
 def _enum_option(key: str, kind: type[E], value: object) -> E:
@@ -92,7 +93,7 @@ def _enum_option(key: str, kind: type[E], value: object) -> E:
     except (KeyError, ValueError):
         pass
     choices = ", ".join(member.name for member in kind)
-    raise InvalidInputError(f"unknown {key} {value!r}; choose from {choices}")
+    raise OptionError(key, f"unknown {key} {value!r}; choose from {choices}")
 
 
 @dataclass(frozen=True)
@@ -209,8 +210,9 @@ class EncodeOptions:
         )
         if self.sqnr is not None:
             _require(
-                _is_number(self.sqnr) and math.isfinite(self.sqnr),
-                "sqnr must be a finite number of dB",
+                _is_number(self.sqnr) and 0 < self.sqnr < math.inf,
+                "sqnr must be a positive finite number of dB (at 0 dB or below the "
+                "quantization noise is as loud as the weights)",
                 self.sqnr,
             )
         steps = self.step.values() if isinstance(self.step, Mapping) else [self.step]
@@ -230,9 +232,12 @@ class EncodeOptions:
             )
         if self.level is not None:
             low, high = coders.LEVEL_RANGES[self.coder]
+            coder = self.coder.name.lower()
             _require(
                 _is_int(self.level) and low <= self.level <= high,
-                f"level must be an integer in {low}..{high} for coder {self.coder.name.lower()}",
+                f"level must be an integer in {low}..{high} for coder {coder}"
+                if high > low
+                else f"level is not an option of coder {coder}, which takes no level",
                 self.level,
             )
 

@@ -79,6 +79,14 @@ class InvalidInputError(UDNCError):
     kind = "invalid-input"
 
 
+class OptionError(InvalidInputError):
+    """An encoder option with a value it cannot take; ``option`` is its keyword."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
+
+
 class TensorNotFoundError(UDNCError, KeyError):
     """A tensor name that the file does not hold."""
 
@@ -141,6 +149,7 @@ ALL_ERRORS: tuple[type[UDNCError], ...] = (
     CorruptStreamError,
     DuplicateNameError,
     InvalidInputError,
+    OptionError,
     TensorNotFoundError,
     WriteError,
     AdapterError,

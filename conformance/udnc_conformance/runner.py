@@ -886,6 +886,41 @@ def suite_identity(vectors: Path | None, cases: Iterable[Case]) -> dict[str, Any
     return identity
 
 
+class Progress:
+    """How far a run is, on stderr: a progress bar on a terminal; elsewhere (a CI log) with
+    ``-q``, which prints no line per case, a line at each quarter of the cases."""
+
+    def __init__(self, total: int, mode: str, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        self.total, self.done, self.mode, self.quiet = total, 0, mode, quiet
+        terminal = sys.stderr.isatty()
+        self._bar = tqdm(
+            total=total, desc=f"{mode} cases", unit="case", file=sys.stderr, leave=False,
+            disable=not terminal,
+        )  # fmt: skip
+        self._lines = quiet and not terminal
+
+    def write(self, line: str, stream: IO[str]) -> None:
+        """A result line, printed around the bar."""
+        self._bar.clear()
+        print(line, file=stream, flush=True)
+        self._bar.refresh()
+
+    def advance(self) -> None:
+        self.done += 1
+        self._bar.update(1)
+        quarter = -(-self.total // 4)
+        if self._lines and self.done < self.total and self.done % quarter == 0:
+            print(f"{self.done} of {self.total} {self.mode} cases run", file=sys.stderr)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.close()
+
+
 def _summary(passed: int, failed: int, skipped: int = 0) -> str:
     return f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else "")
 
@@ -973,14 +1008,18 @@ def run(
             file=stream,
         )
 
+    progress = Progress(len(selected), mode, quiet)
+
     def report(outcome: Outcome) -> None:
         if not outcome.passed:
-            print(f"FAIL {outcome.id}: {outcome.reason}", file=stream, flush=True)
+            progress.write(f"FAIL {outcome.id}: {outcome.reason}", stream)
         elif not quiet:
-            print(f"ok   {outcome.id} ({outcome.seconds:.2f} s)", file=stream, flush=True)
+            progress.write(f"ok   {outcome.id} ({outcome.seconds:.2f} s)", stream)
+        progress.advance()
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    outcomes = _run_all(selected, job, jobs, report)
+    with progress:
+        outcomes = _run_all(selected, job, jobs, report)
     passed = sum(o.passed for o in outcomes)
     failed = len(outcomes) - passed
     print(_summary(passed, failed), file=stream, flush=True)
