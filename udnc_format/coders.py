@@ -12,7 +12,7 @@ import zlib
 
 import zstandard
 
-from . import rans
+from . import kernels
 from .constants import Coder
 from .errors import CorruptStreamError, InvalidInputError
 
@@ -74,7 +74,7 @@ def compress(coder: Coder, data: bytes | memoryview, level: int | None = None) -
     if coder is Coder.DEFLATE:
         return zlib.compress(data, level)
     if coder is Coder.RANS:
-        return rans.encode(data)
+        return kernels.rans_encode(data)
     raise InvalidInputError(f"unknown coder {coder!r}")
 
 
@@ -125,7 +125,7 @@ def _decompress(coder: Coder, data: bytes, raw_length: int) -> bytes:
         _check_finished(zlib_stream.eof, zlib_stream.unused_data)
         return out
     if coder is Coder.RANS:
-        return rans.decode(data, raw_length)
+        return kernels.rans_decode(data, raw_length)
     raise CorruptStreamError(f"unknown coder {coder!r}")
 
 

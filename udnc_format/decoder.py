@@ -15,8 +15,9 @@ from functools import partial
 
 import numpy as np
 
+from . import kernels
 from .constants import DECODE_BLOCK_VALUES, MAX_ABS_COORDINATE, Dtype, Prng
-from .dtypes import NUMPY_DTYPES, round_to_dtype
+from .dtypes import NUMPY_DTYPES
 from .errors import CorruptStreamError, LayoutError, LimitError
 from .header import (
     LatticeParams,
@@ -26,9 +27,10 @@ from .header import (
     chunk_count,
     vector_count,
 )
+from .kernels import dither_levels, round_to_dtype
 from .lattices import CubicLattice, fixed_point_scale, fixed_point_values, get_lattice
 from .mask import Mask
-from .philox import centred_from_levels, dither_levels
+from .philox import centred_from_levels
 from .quantizer import QuantizedTensor
 from .symbols import SymbolChunk
 
@@ -100,17 +102,25 @@ def plan_tensor(entry: TensorEntry, fetch: Fetch) -> TensorPlan:
     out = _allocate(entry.elements, dtype, zero=layout.mask is not None)
     n = q.dim
 
+    codebook = None if layout.codewords is None else layout.codewords.astype(np.float64)
+
     def decode_one(index: int) -> None:
         raw = fetch(q.symbols, index)
+        first = index * q.chunk_vectors
+        count = min(q.chunk_vectors, layout.vectors - first)
+        if layout.mask is None:
+            part = out[first * n : min((first + count) * n, layout.kept)]
+            if kernels.decode_chunk(part, raw, q, first, count, codebook, _SYMBOL_LIMIT):
+                return  # natively; a chunk the kernel rejects raises its error below
         with naming_chunk(q.symbols, index, "symbols"):
-            for first, scaled in _chunk_blocks(q, raw, index, layout):
-                start = first * n  # the first kept weight of the block
+            if layout.mask is None:
+                decode_chunk(part, q, raw, first, count, codebook, entry.dtype)
+                return
+            for start, scaled in _chunk_blocks(q, raw, first, count, codebook):
                 stop = min(start + scaled.size, layout.kept)  # the padding is discarded
-                values = scaled[: stop - start]
-                if layout.mask is None:
-                    _store(out[start:stop], values, entry.dtype)
-                else:
-                    out[layout.mask.positions(start, stop)] = round_to_dtype(values, entry.dtype)
+                out[layout.mask.positions(start, stop)] = round_to_dtype(
+                    scaled[: stop - start], entry.dtype
+                )
 
     tasks = [partial(decode_one, index) for index in range(layout.chunks)]
     return TensorPlan(tasks, lambda: out.reshape(entry.shape))
@@ -176,10 +186,27 @@ def _read_layout(entry: TensorEntry, fetch: Fetch) -> _Layout:
     return _Layout(mask, kept, vectors, expected, codewords)
 
 
-def _symbol_chunk(q: LatticeParams, raw: bytes, index: int, vectors: int) -> SymbolChunk:
-    """Symbol chunk ``index`` of a tensor of ``vectors`` vectors, its layout checked (§6.2)."""
-    count = min(q.chunk_vectors, vectors - index * q.chunk_vectors)
-    codebook = q.codebook is not None
+def decode_chunk(
+    out: np.ndarray,
+    q: LatticeParams,
+    raw: bytes,
+    first: int,
+    count: int,
+    codewords: np.ndarray | None,
+    dtype: Dtype,
+) -> None:
+    """The reference decoding of the symbol chunk ``raw`` holding vectors ``first ..
+    first + count`` of an unmasked tensor: its first ``out.size`` values (the rest is padding)
+    written into ``out`` in the output ``dtype`` (the native kernel's twin)."""
+    base = first * q.dim
+    for start, scaled in _chunk_blocks(q, raw, first, count, codewords):
+        begin, stop = start - base, min(start - base + scaled.size, out.size)
+        _store(out[begin:stop], scaled[: stop - begin], dtype)
+
+
+def _symbol_chunk(q: LatticeParams, raw: bytes, count: int) -> SymbolChunk:
+    """A symbol chunk of ``count`` vectors, its layout checked (spec §6.2)."""
+    codebook = q.codebook_size > 0
     return SymbolChunk(
         raw,
         count,
@@ -191,20 +218,20 @@ def _symbol_chunk(q: LatticeParams, raw: bytes, index: int, vectors: int) -> Sym
 
 
 def _chunk_blocks(
-    q: LatticeParams, raw: bytes, index: int, layout: _Layout
+    q: LatticeParams, raw: bytes, first: int, count: int, codewords: np.ndarray | None
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """(first vector, the flat binary64 values x ⊗ s of spec §6.4 and §6.5) of each block of
-    symbol chunk ``index``; the values may be this thread's scratch buffer, valid until the
-    next block."""
-    chunk = _symbol_chunk(q, raw, index, layout.vectors)
-    offset = index * q.chunk_vectors
+    """(first weight, the flat binary64 values x ⊗ s of spec §6.4 and §6.5) of each block of
+    the symbol chunk ``raw`` of vectors ``first .. first + count``, with the codebook
+    ``codewords`` (K, n) or None; the values may be this thread's scratch buffer, valid until
+    the next block."""
+    chunk = _symbol_chunk(q, raw, count)
     codec, fine = get_lattice(q.lattice), fixed_point_scale(q.scale)
     for block in range(chunk.blocks):
-        first, last = (offset + v for v in chunk.block_span(block))
-        levels = _levels(q, first, last - first)
-        if layout.codewords is not None:
+        start, stop = (first + v for v in chunk.block_span(block))
+        levels = _levels(q, start, stop - start)
+        if codewords is not None:
             indices = chunk.values(block, q.codebook_size).astype(np.intp)
-            chosen = layout.codewords[indices].astype(np.float64)
+            chosen = codewords[indices].astype(np.float64)
             if levels is not None:
                 chosen -= codec.offsets(centred_from_levels(levels).reshape(-1, q.dim))
             scaled = chosen.reshape(-1)
@@ -217,7 +244,7 @@ def _chunk_blocks(
             cosets = chunk.cosets(block) if codec.has_coset_bit else None
             symbols = chunk.symbols(block, _SYMBOL_LIMIT).reshape(-1, q.dim)
             scaled = codec.reconstruct_scaled(cosets, symbols, levels, q.scale)
-        yield first, scaled
+        yield start * q.dim, scaled
 
 
 def decode_quantized(entry: TensorEntry, fetch: Fetch) -> QuantizedTensor:
@@ -236,7 +263,7 @@ def decode_quantized(entry: TensorEntry, fetch: Fetch) -> QuantizedTensor:
         offset = index * q.chunk_vectors
         raw = fetch(q.symbols, index)
         with naming_chunk(q.symbols, index, "symbols"):
-            chunk = _symbol_chunk(q, raw, index, vectors)
+            chunk = _symbol_chunk(q, raw, min(q.chunk_vectors, vectors - offset))
             for block in range(chunk.blocks):
                 first, last = (offset + v for v in chunk.block_span(block))
                 if indices is not None:

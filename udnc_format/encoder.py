@@ -42,6 +42,7 @@ from .constants import (
 from .dtypes import QUANTIZABLE, dtype_of, little_endian_view
 from .errors import DuplicateNameError, InvalidInputError, OptionError
 from .header import ChunkRef, LatticeParams, StreamRef, TensorEntry
+from .kernels import serialize
 from .lattices import get_lattice
 from .parallel import SERIAL, Workers
 from .quantizer import (
@@ -52,7 +53,7 @@ from .quantizer import (
     sum_of_squares,
     with_centroid_codebook,
 )
-from .symbols import best_field_width_payload, pack_bits, serialize, zigzag
+from .symbols import best_field_width_payload, pack_bits, zigzag
 
 E = TypeVar("E", bound=enum.IntEnum)
 
@@ -534,7 +535,9 @@ def _lattice_entry(
     sample = np.concatenate([_symbol_values(q, a, b) for a, b in spans])
     cosets = None if q.cosets is None else np.concatenate([q.cosets[a:b] for a, b in spans])
     bitmap = b"" if cosets is None else pack_bits(cosets)
-    bits, first = best_field_width_payload(sample, builder.compress, bitmap, builder.workers.map)
+    bits, first = best_field_width_payload(
+        sample, builder.compress, bitmap, builder.workers.map, serialize
+    )
     starts = range(0, q.vectors, chunk_vectors)
     chunks = [partial(_symbol_chunk, q, s, min(s + chunk_vectors, q.vectors), bits) for s in starts]
     kept = first if len(chunks) == 1 and spans == [(0, q.vectors)] else None

@@ -82,6 +82,8 @@ class InvalidInputError(UDNCError):
 class OptionError(InvalidInputError):
     """An encoder option with a value it cannot take; ``option`` is its keyword."""
 
+    kind = "invalid-option"
+
     def __init__(self, option: str, message: str) -> None:
         super().__init__(message)
         self.option = option

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from . import kernels
 from .constants import (
     DEFAULT_PRNG,
     MAX_ABS_COORDINATE,
@@ -19,12 +20,12 @@ from .constants import (
     Lattice,
     Prng,
 )
-from .dtypes import round_to_dtype
 from .errors import InvalidInputError
 from .header import vector_count
+from .kernels import dither_levels, round_to_dtype
 from .lattices import LatticeCodec, get_lattice
 from .parallel import SERIAL, Workers
-from .philox import centred_from_levels, dither_levels
+from .philox import centred_from_levels
 
 
 @dataclass(frozen=True)
@@ -191,14 +192,14 @@ def quantize(
         # Bound the targets before rounding: beyond int64 a rounded value would wrap.
         if targets.size and not largest_magnitude(targets) < MAX_ABS_COORDINATE:
             raise too_small(part)
-        block_cosets, block_symbols = codec.closest(targets)
+        block_cosets, block_symbols = kernels.closest(codec, targets)
         if block_symbols.size and largest_magnitude(block_symbols) > MAX_ABS_COORDINATE:  # A2
             raise too_small(part)
         symbols[first : first + count] = block_symbols
         if cosets is not None and block_cosets is not None:
             cosets[first : first + count] = block_cosets
         # The decoder's own arithmetic (spec §6.4, §6.5), so the error measured is the real one.
-        scaled = codec.reconstruct_scaled(block_cosets, block_symbols, levels, scale)
+        scaled = kernels.reconstruct_scaled(codec, block_cosets, block_symbols, levels, scale)
         decoded = round_to_dtype(scaled[: part.size], dtype)
         if not np.isfinite(decoded).all():
             raise InvalidInputError(

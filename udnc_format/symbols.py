@@ -313,14 +313,16 @@ def best_field_width_payload(
     compress: Callable[[bytes], bytes],
     prefix: bytes = b"",
     mapper: Callable[[Callable[[int], tuple[bytes, int]], Iterable[int]], list] = _serial_map,
+    serializer: Callable[[np.ndarray, int], bytes] = serialize,
 ) -> tuple[int, tuple[bytes, int]]:
     """The field width whose serialization of ``values`` compresses smallest (the encoder's
     choice; any width decodes), and the chunk ``prefix`` + serialization compressed at that
     width with its raw length, so that the chunk it was measured on is not compressed again;
-    the widths are tried through ``mapper`` (``map`` on worker threads)."""
+    the widths are tried through ``mapper`` (``map`` on worker threads) with ``serializer``
+    (:func:`serialize` or its native twin)."""
 
     def trial(bits: int) -> tuple[bytes, int]:
-        raw = prefix + serialize(values, bits)
+        raw = prefix + serializer(values, bits)
         return compress(raw), len(raw)
 
     payloads = dict(zip(FIELD_WIDTHS, mapper(trial, FIELD_WIDTHS), strict=True))
