@@ -152,8 +152,9 @@ def _store(out: np.ndarray, scaled: np.ndarray, dtype: Dtype) -> None:
 
 
 def _read_layout(entry: TensorEntry, fetch: Fetch) -> _Layout:
-    """The layout of a lattice-coded tensor: its mask and codebook streams read and checked,
-    then its symbol chunks counted (spec §8.1 steps 8 and 9)."""
+    """The layout of a lattice-coded tensor, in the order of spec §8.1 steps 8 to 10: its mask
+    stream read and checked, then its symbol chunks counted and their least sizes checked,
+    then its codebook stream read and checked."""
     assert entry.quantized is not None
     q = entry.quantized
     mask = None
