@@ -161,7 +161,9 @@ def _read_layout(entry: TensorEntry, fetch: Fetch) -> _Layout:
     kept = entry.elements
     if q.mask is not None:
         content = read_stream(q.mask, fetch)
-        with naming_chunk(q.mask, len(q.mask.chunks) - 1, "mask"):  # the padding is in the last
+        # The padding bits lie in the content's last byte: in the last chunk that is not empty.
+        holder = max((i for i, chunk in enumerate(q.mask.chunks) if chunk.raw_length), default=0)
+        with naming_chunk(q.mask, holder, "mask"):
             mask = Mask(content, entry.elements)
         kept = mask.kept
     vectors = vector_count(kept, q.dim)
