@@ -23,7 +23,7 @@ _main = sys.modules.get("__main__")
 if getattr(getattr(_main, "__spec__", None), "name", None) == f"{__package__}.generate":
     sys.modules.setdefault(f"{__package__}.generate", _main)  # type: ignore[arg-type]
 
-from udnc_format import rans  # noqa: E402
+from udnc_format import layout, rans  # noqa: E402
 from udnc_format.constants import Coder, Dtype, Lattice  # noqa: E402
 from udnc_format.header import ChunkRef, StreamRef, TensorEntry  # noqa: E402
 from udnc_format.lattices import get_lattice  # noqa: E402
@@ -259,35 +259,27 @@ def _mask_codebook_item(**options: Any) -> Item:
     )
 
 
-def _spans_of(data: bytes, kind: str) -> list[tuple[int, int]]:
-    """(start, end) of the chunks of stream ``kind`` of tensor 0."""
-    spans = chunk_spans(data)
-    q = _parsed_lattice(data)
-    sizes = {key: len(q[key].chunks) if q[key] is not None else 0 for key in ("mask", "codebook")}
-    first = {"mask": 0, "codebook": sizes["mask"], "symbols": sizes["mask"] + sizes["codebook"]}
-    count = len(q[kind].chunks)
-    return spans[first[kind] : first[kind] + count]
-
-
 def _parsed_lattice(data: bytes) -> Any:
-    from udnc_format import layout
-
+    """Tensor 0's lattice descriptor, parsed from the header (udnc_format.layout)."""
     length = int.from_bytes(data[12:16], "little")
     return layout.HeaderBody.parse(data[16 : 16 + length]).tensors[0].body
 
 
+def _spans_of(data: bytes, kind: str) -> list[tuple[int, int]]:
+    """(start, end) of the chunks of stream ``kind`` of tensor 0 (lattice-coded)."""
+    q = _parsed_lattice(data)
+    kinds = [key for key in ("mask", "codebook", "symbols") if q[key] is not None]
+    first = sum(len(q[key].chunks) for key in kinds[: kinds.index(kind)])
+    return chunk_spans(data)[first : first + len(q[kind].chunks)]
+
+
 def _nan_codeword(data: bytes, value_index: int = 5) -> bytes:
-    """The codebook's value ``value_index`` (codeword 1, coordinate 1 by default) set to NaN."""
-    content = b"".join(data[a:b] for a, b in _spans_of(data, "codebook"))
-    position, at = 4 * value_index, 0
-    out = data
-    for start, end in _spans_of(data, "codebook"):
-        for k in range(start, end):
-            if position <= at < position + 4:
-                out = patch(out, k, bytes([np.array([np.nan], "<f4").tobytes()[at - position]]))
-            at += 1
-    assert len(content) >= position + 4
-    return refresh_chunk_crcs(out)
+    """The codebook's value ``value_index`` (codeword 1, coordinate 1 by default) set to NaN,
+    wherever the chunk boundaries fall; the CRCs recomputed."""
+    places = [k for start, end in _spans_of(data, "codebook") for k in range(start, end)]
+    for offset, byte in enumerate(np.array([np.nan], "<f4").tobytes()):
+        data = patch(data, places[4 * value_index + offset], bytes([byte]))
+    return refresh_chunk_crcs(data)
 
 
 def count_before_codebook() -> bytes:
