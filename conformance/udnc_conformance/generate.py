@@ -3000,6 +3000,7 @@ CASES: list[Case] = [
         codebook_non_finite(-math.inf),
     ),
 ]
+CASES += __import__(f"{__package__}.cases_exact", fromlist=["EXACT_CASES"]).EXACT_CASES
 
 
 # ---------------------------------------------------------------------------------------------
