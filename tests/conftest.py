@@ -21,9 +21,9 @@ from udnc_conformance.generate import iter_chunk_containers
 from udnc_conformance.runner import kept_mask
 
 import udnc_format
-from udnc_format import layout
-from udnc_format.encoder import EncodedTensor, EncodeOptions, encode_tensors
-from udnc_format.header import (
+from udnc_format.codec.encoder import EncodedTensor, EncodeOptions, encode_tensors
+from udnc_format.format import layout
+from udnc_format.format.header import (
     Header,
     Section,
     StreamRef,
@@ -84,7 +84,7 @@ def unit_roundoff(dtype: np.dtype) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# spec §6.2, written out independently of udnc_format.symbols
+# spec §6.2, written out independently of udnc_format.coding.symbols
 
 
 def spec_serialize(values: Sequence[int], bits: int) -> bytes:

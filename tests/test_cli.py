@@ -18,7 +18,7 @@ from safetensors.numpy import save_file as st_save_file
 
 import udnc_format
 from udnc_format.cli import main, parse_size
-from udnc_format.constants import DEFAULT_SQNR_OFFSETS
+from udnc_format.format.constants import DEFAULT_SQNR_OFFSETS
 
 RNG = np.random.default_rng(7)
 WEIGHTS = {

@@ -29,9 +29,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import udnc_format
-from udnc_format.constants import MAX_CHUNK_RAW, MAX_ELEMENTS, Coder, Dtype, Lattice, Prng
-from udnc_format.encoder import EncodeOptions, encode_tensors
-from udnc_format.errors import (
+from udnc_format.codec.encoder import EncodeOptions, encode_tensors
+from udnc_format.format.constants import MAX_CHUNK_RAW, MAX_ELEMENTS, Coder, Dtype, Lattice, Prng
+from udnc_format.format.errors import (
     ALL_ERRORS,
     BadMagicError,
     ChecksumError,
@@ -48,7 +48,7 @@ from udnc_format.errors import (
     UnsupportedVersionError,
     WriteError,
 )
-from udnc_format.header import ChunkRef, LatticeParams, Section, StreamRef, TensorEntry
+from udnc_format.format.header import ChunkRef, LatticeParams, Section, StreamRef, TensorEntry
 
 SPEC_KINDS = {
     "bad-magic": BadMagicError,

@@ -7,14 +7,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from udnc_format.constants import Prng
-from udnc_format.philox import (
+from udnc_format.coding.philox import (
     dither_centered,
     dither_levels,
     dither_words,
     philox4x32_10,
     philox4x64_10,
 )
+from udnc_format.format.constants import Prng
 
 # Random123 kat_vectors: (counter c0..c3, key k0 k1, output), all hex.
 KNOWN_ANSWERS = [

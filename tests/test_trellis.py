@@ -23,12 +23,12 @@ from safetensors.numpy import save_file as st_save_file
 
 import udnc_format
 from udnc_format.cli import main
-from udnc_format.constants import Dtype, Lattice, Prng
-from udnc_format.encoder import SQNR_TOLERANCE_DB, EncodeOptions, encode_quantized
-from udnc_format.lattices import get_lattice
-from udnc_format.philox import dither_centered
-from udnc_format.quantizer import QuantizedTensor, quantize
-from udnc_format.trellis import Trellis
+from udnc_format.codec.encoder import SQNR_TOLERANCE_DB, EncodeOptions, encode_quantized
+from udnc_format.codec.quantizer import QuantizedTensor, quantize
+from udnc_format.coding.lattices import get_lattice
+from udnc_format.coding.philox import dither_centered
+from udnc_format.coding.trellis import Trellis
+from udnc_format.format.constants import Dtype, Lattice, Prng
 
 # spec §6.8: lattice -> (identifier, memory ν, parity delays J).
 SPEC_TRELLIS = {

@@ -24,8 +24,11 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .checkpoint import Checkpoint, index_path, write_shards
-from .coders import DEFAULT_LEVELS, LEVEL_RANGES
-from .constants import (
+from .codec.encoder import EncodeOptions, encode_tensors
+from .codec.reader import TensorInfo
+from .codec.writer import write_file
+from .coding.coders import DEFAULT_LEVELS, LEVEL_RANGES
+from .format.constants import (
     DEFAULT_PRNG,
     DEFAULT_RD_LATTICES,
     DEFAULT_RD_SQNRS,
@@ -37,9 +40,8 @@ from .constants import (
     Lattice,
     Prng,
 )
-from .encoder import EncodeOptions, encode_tensors
-from .errors import MissingDependencyError, OptionError, UDNCError, WriteError
-from .limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY
+from .format.errors import MissingDependencyError, OptionError, UDNCError, WriteError
+from .format.limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY
 from .rate import sqnr_for_bits
 from .rd import (
     ALLOCATIONS,
@@ -49,10 +51,8 @@ from .rd import (
     rd_sweep,
     settings_for,
 )
-from .reader import TensorInfo
 from .safetensors_io import TensorSpec, iter_checkpoint, write_safetensors
 from .shards import compress_sharded
-from .writer import write_file
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
 T = TypeVar("T")

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 import udnc_format
-from udnc_format.constants import HEADER_CRC_SIZE, PREAMBLE_SIZE, Coder, Encoding
+from udnc_format.format.constants import HEADER_CRC_SIZE, PREAMBLE_SIZE, Coder, Encoding
 
 from .generate import chunk_spans, header_length, refresh_chunk_crcs, with_header_crc
 

@@ -51,8 +51,12 @@ import numpy as np
 import zstandard
 
 import udnc_format
-from udnc_format import layout, rans
-from udnc_format.constants import (
+from udnc_format.coding import rans
+from udnc_format.coding.lattices import get_lattice
+from udnc_format.coding.philox import dither_centered
+from udnc_format.coding.symbols import pack_bits, serialize, zigzag
+from udnc_format.format import layout
+from udnc_format.format.constants import (
     MAGIC,
     Coder,
     Dtype,
@@ -61,8 +65,8 @@ from udnc_format.constants import (
     Prng,
     Serialization,
 )
-from udnc_format.dtypes import NUMPY_DTYPES, dtype_of
-from udnc_format.header import (
+from udnc_format.format.dtypes import NUMPY_DTYPES, dtype_of
+from udnc_format.format.header import (
     ChunkRef,
     Header,
     LatticeParams,
@@ -71,10 +75,7 @@ from udnc_format.header import (
     TensorEntry,
     build_header,
 )
-from udnc_format.lattices import get_lattice
-from udnc_format.philox import dither_centered
 from udnc_format.safetensors_io import TensorSpec, write_safetensors
-from udnc_format.symbols import pack_bits, serialize, zigzag
 
 from . import VECTORS
 
@@ -500,7 +501,7 @@ def iter_chunk_containers(body: Any) -> Iterable[Any]:
 
 
 def edit_body(data: bytes, edit: Callable[[Any], None]) -> bytes:
-    """The file with its header body parsed (udnc_format.layout), changed in place by ``edit``
+    """The file with its header body parsed (format.layout), changed in place by ``edit``
     and rebuilt with its length and CRC recomputed; if the body's size changes, every chunk
     offset moves with the data region."""
     length = header_length(data)

@@ -638,7 +638,7 @@ def select_encoder_cases(profile: str, patterns: Sequence[str] = ()) -> list[Enc
 def _write_safetensors(
     path: Path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]
 ) -> None:
-    from udnc_format.dtypes import dtype_of
+    from udnc_format.format.dtypes import dtype_of
     from udnc_format.safetensors_io import TensorSpec, write_safetensors
 
     specs = [TensorSpec(n, dtype_of(a, n), tuple(a.shape)) for n, a in tensors.items()]
@@ -693,7 +693,7 @@ def kept_mask(data: bytes, entry: Any) -> np.ndarray | None:
     """The mask of kept weights of ``entry`` (a header TensorEntry) read from the file's mask
     stream with the coders alone, not with the tensor decoder (None without one); the chunks
     must be known sound (the file decoded already)."""
-    from udnc_format.coders import decompress
+    from udnc_format.coding.coders import decompress
 
     q = entry.quantized
     if q is None or q.mask is None:

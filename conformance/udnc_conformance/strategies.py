@@ -41,8 +41,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
 import udnc_format
-from udnc_format import layout
-from udnc_format.dtypes import NUMPY_DTYPES
+from udnc_format.format import layout
+from udnc_format.format.dtypes import NUMPY_DTYPES
 
 DTYPES: dict[str, np.dtype] = {dtype.name: numpy for dtype, numpy in NUMPY_DTYPES.items()}
 QUANTIZABLE = ("F16", "BF16", "F32", "F64")

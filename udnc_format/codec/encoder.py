@@ -18,8 +18,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from . import coders
-from .constants import (
+from ..coding import coders
+from ..coding.kernels import serialize
+from ..coding.lattices import get_lattice
+from ..coding.symbols import best_field_width_payload, pack_bits, zigzag
+from ..format.constants import (
     DEFAULT_CHUNK_WEIGHTS,
     DEFAULT_MIN_QUANTIZED_ELEMENTS,
     DEFAULT_PASSTHROUGH_CHUNK_BYTES,
@@ -39,11 +42,9 @@ from .constants import (
     Prng,
     Serialization,
 )
-from .dtypes import QUANTIZABLE, dtype_of, little_endian_view
-from .errors import DuplicateNameError, InvalidInputError, OptionError
-from .header import ChunkRef, LatticeParams, StreamRef, TensorEntry
-from .kernels import serialize
-from .lattices import get_lattice
+from ..format.dtypes import QUANTIZABLE, dtype_of, little_endian_view
+from ..format.errors import DuplicateNameError, InvalidInputError, OptionError
+from ..format.header import ChunkRef, LatticeParams, StreamRef, TensorEntry
 from .parallel import SERIAL, Workers
 from .quantizer import (
     QuantizedTensor,
@@ -53,7 +54,6 @@ from .quantizer import (
     sum_of_squares,
     with_centroid_codebook,
 )
-from .symbols import best_field_width_payload, pack_bits, zigzag
 
 E = TypeVar("E", bound=enum.IntEnum)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import construct
 
+from ..coding.lattices import get_lattice
 from . import layout
 from .constants import (
     HEADER_CRC_SIZE,
@@ -47,7 +48,6 @@ from .errors import (
     UnsupportedFeatureError,
     UnsupportedVersionError,
 )
-from .lattices import get_lattice
 
 CODEWORD_ITEMSIZE = 4  # spec §6.6: codewords are float32
 

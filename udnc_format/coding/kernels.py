@@ -27,8 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
-from . import philox, rans, symbols
-from .constants import (
+from ..format.constants import (
     TRELLIS_DELAYS,
     TRELLIS_LAMBDA,
     TRELLIS_LATTICE_BASE,
@@ -37,9 +36,10 @@ from .constants import (
     Lattice,
     Prng,
 )
-from .dtypes import NUMPY_DTYPES
-from .dtypes import round_to_dtype as _reference_round
-from .errors import InvalidInputError, MissingDependencyError
+from ..format.dtypes import NUMPY_DTYPES
+from ..format.dtypes import round_to_dtype as _reference_round
+from ..format.errors import InvalidInputError, MissingDependencyError
+from . import philox, rans, symbols
 from .lattices import LatticeCodec, TrellisLattice, get_lattice
 from .trellis import _RATE_TABLE_LIMIT, _RENORMALIZE_EVERY, Trellis, _bits_of
 
@@ -56,7 +56,7 @@ def _load() -> ModuleType | None:
     if setting not in ("", "1"):
         raise InvalidInputError(f"{ENVIRONMENT} must be 0, 1 or unset, got {setting!r}")
     try:
-        native = importlib.import_module(f"{__package__}._native")
+        native = importlib.import_module("udnc_format._native")
     except ImportError as exc:
         if setting == "1":
             raise MissingDependencyError(
@@ -117,7 +117,7 @@ def _u64(*values: int) -> bool:
 def dither_levels(
     seed: int, stream: int, start: int, count: int, prng: Prng = Prng.PHILOX4X32_10
 ) -> np.ndarray:
-    """:func:`udnc_format.philox.dither_levels`: the 24-bit levels of positions ``start ..``.
+    """:func:`udnc_format.coding.philox.dither_levels`: the 24-bit levels of positions ``start ..``.
 
     >>> dither_levels(0, 0, 0, 2, Prng.PHILOX4X64_10).tolist() == [0xCA36314C >> 8, 0x16554D9E >> 8]
     True
@@ -136,7 +136,7 @@ def dither_levels(
 
 
 def deserialize(data: symbols.Buffer, start: int, count: int, bits: int, limit: int) -> np.ndarray:
-    """:func:`udnc_format.symbols.deserialize`: ``count`` uint64 values below ``limit``."""
+    """:func:`udnc_format.coding.symbols.deserialize`: ``count`` uint64 values below ``limit``."""
     native = _native
     if native is not None and start >= 0 and count >= 0 and _u64(limit):
         out = np.empty(count, dtype=np.uint64)
@@ -153,7 +153,7 @@ def deserialize_symbols(
     limit: int,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """:func:`udnc_format.symbols.deserialize_symbols`: int64 symbols, or into ``out``."""
+    """:func:`udnc_format.coding.symbols.deserialize_symbols`: int64 symbols, or into ``out``."""
     native = _native
     if native is not None and start >= 0 and count >= 0 and 255 < limit < _U64:
         decoded = np.empty(count, dtype=np.int64)
@@ -166,7 +166,7 @@ def deserialize_symbols(
 
 
 def serialize(values: np.ndarray, bits: int) -> bytes:
-    """:func:`udnc_format.symbols.serialize`: packed fields, escape bytes and words."""
+    """:func:`udnc_format.coding.symbols.serialize`: packed fields, escape bytes and words."""
     native = _native
     if native is not None:
         flat = values.reshape(-1)
@@ -283,7 +283,7 @@ def reconstruct_scaled(
 
 
 def round_to_dtype(values: np.ndarray, dtype: Dtype) -> np.ndarray:
-    """:func:`udnc_format.dtypes.round_to_dtype` (binary16 and bfloat16 natively)."""
+    """:func:`udnc_format.format.dtypes.round_to_dtype` (binary16 and bfloat16 natively)."""
     native = _native
     if native is not None and dtype in (Dtype.F16, Dtype.BF16) and values.dtype == np.float64:
         flat = np.ascontiguousarray(values.reshape(-1))
@@ -298,7 +298,7 @@ def round_to_dtype(values: np.ndarray, dtype: Dtype) -> np.ndarray:
 
 
 def trellis_levels(trellis: Trellis, symbols_: np.ndarray) -> np.ndarray:
-    """:meth:`udnc_format.trellis.Trellis.levels`: the int64 levels of a symbol sequence that
+    """:meth:`udnc_format.coding.trellis.Trellis.levels`: the int64 levels of a symbol sequence that
     starts at a segment boundary."""
     native = _native
     if native is None:
@@ -313,7 +313,7 @@ def trellis_levels(trellis: Trellis, symbols_: np.ndarray) -> np.ndarray:
 def trellis_search(
     trellis: Trellis, targets: np.ndarray, weight: float = TRELLIS_LAMBDA
 ) -> np.ndarray:
-    """:meth:`udnc_format.trellis.Trellis.search`, its two Viterbi passes native: the same
+    """:meth:`udnc_format.coding.trellis.Trellis.search`, its two Viterbi passes native: the same
     symbols (int64)."""
     native = _native
     flat = targets.reshape(-1)
@@ -360,7 +360,7 @@ def closest(codec: LatticeCodec, targets: np.ndarray) -> tuple[np.ndarray | None
 
 
 def rans_encode(raw: bytes | memoryview, lanes: int | None = None) -> bytes:
-    """:func:`udnc_format.rans.encode`: the same stream, byte for byte."""
+    """:func:`udnc_format.coding.rans.encode`: the same stream, byte for byte."""
     native = _native
     data = np.frombuffer(raw, dtype=np.uint8)
     if native is None or data.size == 0:
@@ -375,7 +375,7 @@ def rans_encode(raw: bytes | memoryview, lanes: int | None = None) -> bytes:
 
 
 def rans_decode(stream: bytes | memoryview, raw_length: int) -> bytes:
-    """:func:`udnc_format.rans.decode`: exactly ``raw_length`` bytes, or its
+    """:func:`udnc_format.coding.rans.decode`: exactly ``raw_length`` bytes, or its
     CorruptStreamError."""
     native = _native
     if native is not None and raw_length >= 0:

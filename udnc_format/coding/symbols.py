@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from .errors import CorruptStreamError
+from ..format.errors import CorruptStreamError
 
 FIELD_WIDTHS = (1, 2, 4, 8)
 SECOND_LEVEL_ESCAPE = 0xFF  # a second-level byte of 255 defers to a u32

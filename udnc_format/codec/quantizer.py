@@ -9,8 +9,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import kernels
-from .constants import (
+from ..coding import kernels
+from ..coding.kernels import dither_levels, round_to_dtype
+from ..coding.lattices import LatticeCodec, get_lattice
+from ..coding.philox import centred_from_levels
+from ..format.constants import (
     DEFAULT_PRNG,
     MAX_ABS_COORDINATE,
     MAX_CODEBOOK_SIZE,
@@ -20,12 +23,9 @@ from .constants import (
     Lattice,
     Prng,
 )
-from .errors import InvalidInputError
-from .header import vector_count
-from .kernels import dither_levels, round_to_dtype
-from .lattices import LatticeCodec, get_lattice
+from ..format.errors import InvalidInputError
+from ..format.header import vector_count
 from .parallel import SERIAL, Workers
-from .philox import centred_from_levels
 
 
 @dataclass(frozen=True)

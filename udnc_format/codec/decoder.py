@@ -15,11 +15,16 @@ from functools import partial
 
 import numpy as np
 
-from . import kernels
-from .constants import DECODE_BLOCK_VALUES, MAX_ABS_COORDINATE, Dtype, Prng
-from .dtypes import NUMPY_DTYPES
-from .errors import CorruptStreamError, LayoutError, LimitError
-from .header import (
+from ..coding import kernels
+from ..coding.kernels import dither_levels, round_to_dtype
+from ..coding.lattices import CubicLattice, fixed_point_scale, fixed_point_values, get_lattice
+from ..coding.mask import Mask
+from ..coding.philox import centred_from_levels
+from ..coding.symbols import SymbolChunk
+from ..format.constants import DECODE_BLOCK_VALUES, MAX_ABS_COORDINATE, Dtype, Prng
+from ..format.dtypes import NUMPY_DTYPES
+from ..format.errors import CorruptStreamError, LayoutError, LimitError
+from ..format.header import (
     LatticeParams,
     StreamRef,
     TensorEntry,
@@ -27,12 +32,7 @@ from .header import (
     chunk_count,
     vector_count,
 )
-from .kernels import dither_levels, round_to_dtype
-from .lattices import CubicLattice, fixed_point_scale, fixed_point_values, get_lattice
-from .mask import Mask
-from .philox import centred_from_levels
 from .quantizer import QuantizedTensor
-from .symbols import SymbolChunk
 
 # fetch(stream, chunk index) -> the chunk's decoded bytes, checksum and size already checked.
 Fetch = Callable[[StreamRef, int], bytes]

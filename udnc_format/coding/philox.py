@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .constants import POSITIONS_PER_BLOCK_4X64, UNIFORM_BITS, Prng
+from ..format.constants import POSITIONS_PER_BLOCK_4X64, UNIFORM_BITS, Prng
 
 PHILOX_M0 = 0xD2511F53
 PHILOX_M1 = 0xCD9E8D57

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .constants import TRELLIS_LAMBDA, TRELLIS_SEGMENT
+from ..format.constants import TRELLIS_LAMBDA, TRELLIS_SEGMENT
 
 # Rate estimates cover symbols up to this magnitude; larger ones cost as much as the largest.
 _RATE_TABLE_LIMIT = 1 << 15

@@ -12,9 +12,9 @@ import zlib
 
 import zstandard
 
+from ..format.constants import Coder
+from ..format.errors import CorruptStreamError, InvalidInputError
 from . import kernels
-from .constants import Coder
-from .errors import CorruptStreamError, InvalidInputError
 
 # The reference encoder's default levels, chosen by measurement (bench/entropy).
 DEFAULT_LEVELS: dict[Coder, int] = {

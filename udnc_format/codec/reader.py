@@ -13,18 +13,18 @@ from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
-from . import coders
-from .decoder import Fetch, TensorPlan, decode_quantized, plan_tensor
-from .errors import (
+from ..coding import coders
+from ..format.errors import (
     ChecksumError,
     LimitError,
     TensorNotFoundError,
     TruncatedError,
     UDNCError,
 )
-from .fileio import open_regular, read_at
-from .header import StreamRef, TensorEntry, read_header
-from .limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY, Limits
+from ..format.fileio import open_regular, read_at
+from ..format.header import StreamRef, TensorEntry, read_header
+from ..format.limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY, Limits
+from .decoder import Fetch, TensorPlan, decode_quantized, plan_tensor
 from .parallel import Workers
 from .quantizer import QuantizedTensor
 

@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .constants import TRELLIS_DELAYS, TRELLIS_LATTICE_BASE, UNIFORM_BITS, Lattice
+from ..format.constants import TRELLIS_DELAYS, TRELLIS_LATTICE_BASE, UNIFORM_BITS, Lattice
 from .philox import centred_from_levels
 from .trellis import Trellis
 
