@@ -14,6 +14,7 @@ from typing import Any, BinaryIO, TypeVar
 import numpy as np
 
 from ..coding import coders
+from ..coding.lattices import get_lattice
 from ..format.errors import (
     ChecksumError,
     LimitError,
@@ -75,7 +76,7 @@ class TensorInfo:
             encoding="lattice",
             coder=q.symbols.coder.name.lower(),
             lattice=q.lattice.name,
-            step=q.step,
+            step=get_lattice(q.lattice).step_for_scale(q.scale),
             scale=q.scale,
             dither=bool(q.prng),
             prng=q.prng.name.lower() if q.prng else None,

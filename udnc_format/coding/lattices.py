@@ -19,7 +19,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..format.constants import TRELLIS_DELAYS, TRELLIS_LATTICE_BASE, UNIFORM_BITS, Lattice
+from ..format.constants import (
+    COSET_BIT_LATTICES,
+    LATTICE_DIMENSIONS,
+    TRELLIS_DELAYS,
+    TRELLIS_LATTICE_BASE,
+    UNIFORM_BITS,
+    Lattice,
+)
 from .philox import centred_from_levels
 from .trellis import Trellis
 
@@ -38,14 +45,17 @@ class LatticeCodec:
     """
 
     lattice: ClassVar[Lattice]
+    # Set from the lattice's row of the format's tables (constants), the one source of both.
     dim: ClassVar[int]
-    has_coset_bit: ClassVar[bool] = False
+    has_coset_bit: ClassVar[bool]
     generator: ClassVar[np.ndarray]  # rows are basis vectors, native units
     second_moment: ClassVar[float]  # normalized second moment G(Λ), for tests and rate control
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         if "lattice" in cls.__dict__:
+            cls.dim = LATTICE_DIMENSIONS[cls.lattice]
+            cls.has_coset_bit = cls.lattice in COSET_BIT_LATTICES
             _REGISTRY[cls.lattice] = cls()
 
     @property
@@ -189,7 +199,7 @@ def _cubic(n: int) -> type[CubicLattice]:
     return type(
         f"Z{n}Lattice",
         (CubicLattice,),
-        {"lattice": Lattice(n), "dim": n, "generator": np.eye(n)},
+        {"lattice": Lattice(n), "generator": np.eye(n)},
     )
 
 
@@ -204,7 +214,6 @@ class A2Lattice(LatticeCodec):
     """
 
     lattice = Lattice.A2
-    dim = 2
     generator = np.array([[1.0, 0.0], [0.5, SQRT3_OVER_2]])
     second_moment = 5.0 / (36.0 * math.sqrt(3.0))
 
@@ -248,7 +257,6 @@ class D4Lattice(LatticeCodec):
     """The checkerboard lattice D4 = {x in Z^4 : sum even}; symbols (p1, p2, p3, floor(p4/2))."""
 
     lattice = Lattice.D4
-    dim = 4
     generator = np.array(
         [
             [-1.0, -1.0, 0.0, 0.0],
@@ -271,8 +279,6 @@ class E8Lattice(LatticeCodec):
     with its last coordinate's parity dropped."""
 
     lattice = Lattice.E8
-    dim = 8
-    has_coset_bit = True
     generator = np.vstack(
         [
             [2.0, 0, 0, 0, 0, 0, 0, 0],
@@ -301,7 +307,6 @@ class TrellisLattice(LatticeCodec):
     depend on the parities before them. Methods take sequences that start at a segment
     boundary (spec §6.8 makes every chunk start at one)."""
 
-    dim = 1
     generator = np.eye(1)
     trellis: ClassVar[Trellis]
 
