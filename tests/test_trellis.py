@@ -24,10 +24,11 @@ from safetensors.numpy import save_file as st_save_file
 import udnc_format
 from udnc_format.cli import main
 from udnc_format.codec.encoder import SQNR_TOLERANCE_DB, EncodeOptions, encode_quantized
-from udnc_format.codec.quantizer import QuantizedTensor, quantize
+from udnc_format.codec.quantizer import quantize
 from udnc_format.coding.lattices import get_lattice
-from udnc_format.coding.philox import dither_centered
-from udnc_format.coding.trellis import Trellis
+from udnc_format.coding.lattices.trellis import Trellis
+from udnc_format.coding.philox import dither_centred
+from udnc_format.coding.quantized import QuantizedTensor
 from udnc_format.format.constants import Dtype, Lattice, Prng
 
 # spec §6.8: lattice -> (identifier, memory ν, parity delays J).
@@ -362,7 +363,7 @@ def test_round_trip_decodes_the_spec_values(name, dtype, prng, prune, chunk_weig
     levels = np.array(spec_levels(symbols.tolist(), name), dtype=np.int64)
     centred = np.zeros(kept)
     if prng is not None:
-        centred = dither_centered(99, q.dither_stream, 0, kept, Prng[prng.upper()])
+        centred = dither_centred(99, q.dither_stream, 0, kept, Prng[prng.upper()])
     expected = np.zeros(weights.size, dtype=dt)
     expected[mask] = spec_decoded(levels, centred, q.scale, dt)
     assert out.reshape(-1).tobytes() == expected.tobytes()

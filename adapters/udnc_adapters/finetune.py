@@ -56,8 +56,8 @@ from udnc_format.codec.encoder import (
     encode_tensor,
     quantize_tensor,
 )
-from udnc_format.codec.quantizer import QuantizedTensor, centred_dither
 from udnc_format.codec.writer import write_file
+from udnc_format.coding.quantized import QuantizedTensor, centred_dither
 from udnc_format.format.constants import MAX_CODEBOOK_SIZE, Dtype, Prng
 from udnc_format.format.errors import InvalidInputError
 

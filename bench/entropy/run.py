@@ -49,9 +49,10 @@ if str(ROOT) not in sys.path:  # runnable from a checkout without installing the
 
 import udnc_format  # noqa: E402
 from udnc_format.codec.encoder import EncodeOptions, chunk_vectors_for  # noqa: E402
-from udnc_format.codec.quantizer import QuantizedTensor, quantize, sum_of_squares  # noqa: E402
+from udnc_format.codec.quantizer import quantize, sum_of_squares  # noqa: E402
 from udnc_format.coding import coders  # noqa: E402
 from udnc_format.coding.lattices import get_lattice  # noqa: E402
+from udnc_format.coding.quantized import QuantizedTensor  # noqa: E402
 from udnc_format.coding.symbols import (  # noqa: E402
     FIELD_WIDTHS,
     deserialize,

@@ -53,7 +53,7 @@ import zstandard
 import udnc_format
 from udnc_format.coding import rans
 from udnc_format.coding.lattices import get_lattice
-from udnc_format.coding.philox import dither_centered
+from udnc_format.coding.philox import dither_centred
 from udnc_format.coding.symbols import pack_bits, serialize, zigzag
 from udnc_format.format import layout
 from udnc_format.format.constants import (
@@ -373,7 +373,7 @@ def quantized(
     padded[: kept.size] = kept
     targets = padded.reshape(vectors, n) / scale
     if dither:
-        centred = dither_centered(seed, stream, 0, vectors * n, prng).reshape(vectors, n)
+        centred = dither_centred(seed, stream, 0, vectors * n, prng).reshape(vectors, n)
         targets = targets + codec.offsets(centred)
     cosets, symbols = codec.closest(targets)
     codewords = None

@@ -5,66 +5,25 @@ codebook. The encoder is free (spec §8); every choice here is one the decoder c
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
 from ..coding import kernels
-from ..coding.kernels import dither_levels, round_to_dtype
+from ..coding.kernels import round_to_dtype, vector_dither_levels
 from ..coding.lattices import LatticeCodec, get_lattice
 from ..coding.philox import centred_from_levels
+from ..coding.quantized import QuantizedTensor, centred_dither
 from ..format.constants import (
     DEFAULT_PRNG,
     MAX_ABS_COORDINATE,
     MAX_CODEBOOK_SIZE,
-    TRELLIS_DELAYS,
-    TRELLIS_SEGMENT,
     Dtype,
     Lattice,
     Prng,
 )
 from ..format.errors import InvalidInputError
-from ..format.header import vector_count
 from .parallel import SERIAL, Workers
-
-
-@dataclass(frozen=True)
-class QuantizedTensor:
-    """A tensor after quantization, before serialization.
-
-    Either ``symbols`` (V, n) int32 lattice symbols, with ``cosets`` (V,) for E8; or, in
-    codebook mode, ``indices`` (V,) into ``codebook`` (K, n) float32 in native lattice units.
-    ``mask`` (N,) bool marks the kept weights (None: all kept).
-    """
-
-    dtype: Dtype
-    shape: tuple[int, ...]
-    lattice: Lattice
-    scale: float
-    prng: Prng
-    seed: int
-    dither_stream: int
-    mask: np.ndarray | None
-    # Σ((w − ŵ)/unit)² over the kept weights as the decoder decodes them, in units of
-    # ``error_unit`` (max |w|), so that neither tiny nor huge weights overflow binary64.
-    squared_error: float = 0.0
-    error_unit: float = 1.0
-    cosets: np.ndarray | None = None
-    symbols: np.ndarray | None = None
-    codebook: np.ndarray | None = None
-    indices: np.ndarray | None = None
-
-    @property
-    def codec(self) -> LatticeCodec:
-        return get_lattice(self.lattice)
-
-    @property
-    def kept(self) -> int:
-        return math.prod(self.shape) if self.mask is None else int(np.count_nonzero(self.mask))
-
-    @property
-    def vectors(self) -> int:
-        return vector_count(self.kept, self.codec.dim)
 
 
 def prune_mask(values: np.ndarray, fraction: float) -> np.ndarray | None:
@@ -114,21 +73,6 @@ def step_for_sqnr(
     return rms * 10.0 ** (-sqnr_db / 20.0) / math.sqrt(codec.second_moment)
 
 
-def dither_levels_of(q: QuantizedTensor, first_vector: int, vectors: int) -> np.ndarray | None:
-    """The 24-bit dither levels (spec §5.3) of vectors ``first_vector ..``, None without
-    dither."""
-    if q.prng is Prng.NONE:
-        return None
-    n = q.codec.dim
-    return dither_levels(q.seed, q.dither_stream, first_vector * n, vectors * n, q.prng)
-
-
-def centred_dither(q: QuantizedTensor, first_vector: int, vectors: int) -> np.ndarray | None:
-    """Centred uniforms c for vectors ``first_vector ..`` (spec §5), or None without dither."""
-    levels = dither_levels_of(q, first_vector, vectors)
-    return None if levels is None else centred_from_levels(levels).reshape(-1, q.codec.dim)
-
-
 def quantize(
     values: np.ndarray,
     *,
@@ -150,11 +94,11 @@ def quantize(
     (in parallel on ``workers``), measuring the error of the decoded values on the way;
     ``prng`` is the dither generator when ``dither``."""
     codec = get_lattice(lattice)
-    if lattice in TRELLIS_DELAYS and block_vectors % TRELLIS_SEGMENT:
+    if block_vectors % codec.segment:
         # Each block is searched from a segment start, as the decoder reads it (spec §6.8).
         raise InvalidInputError(
             f"block_vectors {block_vectors} is not a multiple of the trellis segment "
-            f"{TRELLIS_SEGMENT}"
+            f"{codec.segment}"
         )
     scale = codec.scale_for_step(step)
     if not (math.isfinite(scale) and scale > 0):
@@ -186,7 +130,7 @@ def quantize(
         flat[: part.size] = part
         flat /= scale
         targets = flat.reshape(count, n)
-        levels = dither_levels_of(q, first, count)
+        levels = vector_dither_levels(q, first, count)
         if levels is not None:
             targets += codec.offsets(centred_from_levels(levels).reshape(count, n))
         # Bound the targets before rounding: beyond int64 a rounded value would wrap.

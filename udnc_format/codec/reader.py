@@ -15,6 +15,7 @@ import numpy as np
 
 from ..coding import coders
 from ..coding.lattices import get_lattice
+from ..coding.quantized import QuantizedTensor
 from ..format.errors import (
     ChecksumError,
     LimitError,
@@ -27,7 +28,6 @@ from ..format.header import StreamRef, TensorEntry, read_header
 from ..format.limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY, Limits
 from .decoder import Fetch, TensorPlan, decode_quantized, plan_tensor
 from .parallel import Workers
-from .quantizer import QuantizedTensor
 
 T = TypeVar("T")
 

@@ -23,14 +23,11 @@ import os
 import sys
 from collections.abc import Iterator
 from types import ModuleType
-from typing import Protocol
 
 import numpy as np
 
 from ..format.constants import (
-    TRELLIS_DELAYS,
     TRELLIS_LAMBDA,
-    TRELLIS_LATTICE_BASE,
     TRELLIS_SEGMENT,
     Dtype,
     Lattice,
@@ -39,9 +36,10 @@ from ..format.constants import (
 from ..format.dtypes import NUMPY_DTYPES
 from ..format.dtypes import round_to_dtype as _reference_round
 from ..format.errors import InvalidInputError, MissingDependencyError
+from ..format.header import CodingParams, LatticeParams
 from . import philox, rans, symbols
 from .lattices import LatticeCodec, TrellisLattice, get_lattice
-from .trellis import _RATE_TABLE_LIMIT, _RENORMALIZE_EVERY, Trellis, _bits_of
+from .lattices.trellis import _RATE_TABLE_LIMIT, _RENORMALIZE_EVERY, Trellis, _bits_of
 
 ENVIRONMENT = "UDNC_NATIVE"
 _OK = 0
@@ -131,6 +129,18 @@ def dither_levels(
     return out
 
 
+def vector_dither_levels(
+    params: CodingParams, first_vector: int, vectors: int
+) -> np.ndarray | None:
+    """The 24-bit dither levels of vectors ``first_vector ..`` of a lattice-coded tensor, at
+    the positions of ``params.dither_positions`` (spec §5.2); None without dither. The one
+    helper the quantizer and the decoder share."""
+    span = params.dither_positions(first_vector, vectors)
+    if span is None:
+        return None
+    return dither_levels(params.seed, params.dither_stream, *span, params.prng)
+
+
 # ---------------------------------------------------------------------------------------------
 # spec §6.2: symbol serialization
 
@@ -186,10 +196,10 @@ def serialize(values: np.ndarray, bits: int) -> bytes:
 
 def _trellis_args(lattice: Lattice) -> tuple[int, int, int]:
     """(memory, parity mask, segment) of a trellis lattice, zeros for the others."""
-    if lattice not in TRELLIS_DELAYS:
+    codec = get_lattice(lattice)
+    if not isinstance(codec, TrellisLattice):
         return 0, 0, 0
-    mask = sum(1 << (delay - 1) for delay in TRELLIS_DELAYS[lattice])
-    return lattice - TRELLIS_LATTICE_BASE, mask, TRELLIS_SEGMENT
+    return codec.trellis.memory, codec.trellis.parity_mask, codec.segment
 
 
 def _tensor_args(
@@ -211,30 +221,13 @@ def _tensor_args(
     )  # fmt: skip
 
 
-class ChunkParams(Protocol):
-    """What the chunk decoder needs of a tensor's LatticeDescriptor (header.LatticeParams)."""
-
-    @property
-    def lattice(self) -> Lattice: ...
-    @property
-    def serialization(self) -> int: ...
-    @property
-    def prng(self) -> Prng: ...
-    @property
-    def seed(self) -> int: ...
-    @property
-    def dither_stream(self) -> int: ...
-    @property
-    def scale(self) -> float: ...
-
-
 _OUTPUT_DTYPES = {NUMPY_DTYPES[d]: d for d in (Dtype.F16, Dtype.BF16, Dtype.F32, Dtype.F64)}
 
 
 def decode_chunk(
     out: np.ndarray,
     raw: bytes,
-    q: ChunkParams,
+    q: LatticeParams,
     first: int,
     count: int,
     codebook: np.ndarray | None,
@@ -257,8 +250,7 @@ def decode_chunk(
         q.lattice, int(q.serialization), q.prng, q.seed, q.dither_stream, q.scale, limit, codebook
     )
     target = out.reshape(-1).view(np.uint8)
-    dim = get_lattice(q.lattice).dim
-    return native.decode_chunk(*args, dim, raw, first, count, int(dtype), target) == _OK
+    return native.decode_chunk(*args, q.dim, raw, first, count, int(dtype), target) == _OK
 
 
 def reconstruct_scaled(
@@ -298,13 +290,13 @@ def round_to_dtype(values: np.ndarray, dtype: Dtype) -> np.ndarray:
 
 
 def trellis_levels(trellis: Trellis, symbols_: np.ndarray) -> np.ndarray:
-    """:meth:`udnc_format.coding.trellis.Trellis.levels`: the int64 levels of a symbol sequence that
+    """:meth:`lattices.trellis.Trellis.levels`: the int64 levels of a symbol sequence that
     starts at a segment boundary."""
     native = _native
     if native is None:
         return trellis.levels(symbols_)
     flat = np.ascontiguousarray(symbols_.reshape(-1), dtype=np.int64)
-    mask = sum(1 << (delay - 1) for delay in trellis.delays)
+    mask = trellis.parity_mask
     out = np.empty_like(flat)
     native.tcq_levels(flat, trellis.memory, mask, TRELLIS_SEGMENT, out)
     return out
@@ -313,7 +305,7 @@ def trellis_levels(trellis: Trellis, symbols_: np.ndarray) -> np.ndarray:
 def trellis_search(
     trellis: Trellis, targets: np.ndarray, weight: float = TRELLIS_LAMBDA
 ) -> np.ndarray:
-    """:meth:`udnc_format.coding.trellis.Trellis.search`, its two Viterbi passes native: the same
+    """:meth:`lattices.trellis.Trellis.search`, its two Viterbi passes native: the same
     symbols (int64)."""
     native = _native
     flat = targets.reshape(-1)
@@ -324,7 +316,7 @@ def trellis_search(
     rows = -(-flat.size // TRELLIS_SEGMENT)
     padded = np.zeros(rows * TRELLIS_SEGMENT)
     padded[: flat.size] = flat
-    mask = sum(1 << (delay - 1) for delay in trellis.delays)
+    mask = trellis.parity_mask
     bits = _bits_of(np.rint(flat / 2).astype(np.int64), limit)
     found = np.empty(padded.size, dtype=np.int64)
     for _ in range(2):

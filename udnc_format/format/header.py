@@ -169,8 +169,8 @@ class LatticeParams(CodingParams):
 
     def chunk_shape(self, vectors: int) -> ChunkShape:
         """The shape of a symbol chunk of ``vectors`` vectors (spec §6.2): codeword indices in
-        codebook mode (§6.6), else the lattice symbols with E8's coset bits."""
-        if self.codebook is not None:
+        codebook mode (§6.6: K > 0), else the lattice symbols with E8's coset bits."""
+        if self.codebook_size > 0:
             return ChunkShape(vectors, 1, int(self.serialization))
         return ChunkShape(vectors, self.dim, int(self.serialization), self.has_coset_bit)
 
