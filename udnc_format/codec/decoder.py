@@ -15,10 +15,11 @@ from functools import partial
 import numpy as np
 
 from ..coding import kernels
+from ..coding.codebook import decode_block as decode_codebook_block
+from ..coding.codebook import decode_codebook
 from ..coding.kernels import round_to_dtype, vector_dither_levels
 from ..coding.lattices import get_lattice
 from ..coding.mask import Mask
-from ..coding.philox import centred_from_levels
 from ..coding.quantized import QuantizedTensor
 from ..coding.symbols import SymbolChunk
 from ..format.constants import DECODE_BLOCK_VALUES, MAX_ABS_COORDINATE, Dtype
@@ -170,18 +171,12 @@ def _read_layout(entry: TensorEntry, fetch: Fetch) -> _Layout:
             f"{q.dim}, {q.chunk_vectors} per chunk, need {expected} (entry at offset "
             f"{entry.header_offset})"
         )
-    check_symbol_chunks(q, vectors, f"entry at offset {entry.header_offset},")
+    # The reader names the tensor; the entry's offset says which of the file's entries it is.
+    check_symbol_chunks(q, vectors, f"entry at offset {entry.header_offset}")
     codewords = None
     if q.codebook is not None:
         raw = read_stream(q.codebook, fetch)
-        codewords = np.frombuffer(raw, dtype="<f4").reshape(q.codebook_size, q.dim)
-        finite = np.isfinite(codewords).all(axis=1)
-        if not finite.all():
-            first = int(np.argmin(finite))
-            raise CorruptStreamError(
-                f"codeword {first} is not finite (spec §6.6), in the codebook stream whose first "
-                f"chunk is at offset {q.codebook.chunks[0].offset}"
-            )
+        codewords = decode_codebook(raw, q.codebook_size, q.dim, q.codebook.chunks[0].offset)
     return _Layout(mask, kept, vectors, expected, codewords)
 
 
@@ -221,12 +216,7 @@ def _chunk_blocks(
         start, stop = (first + v for v in chunk.block_span(block))
         levels = vector_dither_levels(q, start, stop - start)
         if codewords is not None:
-            indices = chunk.values(block, q.codebook_size).astype(np.intp)
-            chosen = codewords[indices].astype(np.float64)
-            if levels is not None:
-                chosen -= codec.offsets(centred_from_levels(levels).reshape(-1, q.dim))
-            scaled = chosen.reshape(-1)
-            scaled *= q.scale
+            scaled = decode_codebook_block(codec, chunk, block, codewords, levels, q.scale)
         else:
             scaled = codec.decode_block(chunk, block, levels, q.scale, _SYMBOL_LIMIT)
         yield start * q.dim, scaled

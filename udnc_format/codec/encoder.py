@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..coding import coders
+from ..coding.codebook import encode_codebook, with_centroid_codebook
 from ..coding.kernels import serialize
 from ..coding.lattices import get_lattice
 from ..coding.mask import encode_mask
@@ -51,7 +52,6 @@ from .quantizer import (
     quantize,
     step_for_sqnr,
     sum_of_squares,
-    with_centroid_codebook,
 )
 
 E = TypeVar("E", bound=enum.IntEnum)
@@ -522,9 +522,7 @@ def _lattice_entry(
 ) -> TensorEntry:
     chunk_vectors = chunk_vectors_for(options, q.lattice)
     mask = builder.byte_stream(encode_mask(q.mask)) if q.mask is not None else None
-    codebook = (
-        builder.byte_stream(q.codebook.astype("<f4").tobytes()) if q.codebook is not None else None
-    )
+    codebook = builder.byte_stream(encode_codebook(q.codebook)) if q.codebook is not None else None
     # The field width that codes a sample of the tensor smallest serves the whole tensor; when
     # the sample is the whole (first and only) chunk, the winner's compressed chunk is kept.
     sampled = max(1, FIELD_WIDTH_SAMPLE_WEIGHTS // q.codec.dim)

@@ -13,11 +13,10 @@ from ..coding import kernels
 from ..coding.kernels import round_to_dtype, vector_dither_levels
 from ..coding.lattices import LatticeCodec, get_lattice
 from ..coding.philox import centred_from_levels
-from ..coding.quantized import QuantizedTensor, centred_dither
+from ..coding.quantized import QuantizedTensor
 from ..format.constants import (
     DEFAULT_PRNG,
     MAX_ABS_COORDINATE,
-    MAX_CODEBOOK_SIZE,
     Dtype,
     Lattice,
     Prng,
@@ -160,40 +159,4 @@ def quantize(
     squared_error = sum(workers.map(quantize_block, range(0, total, block_vectors)), 0.0)
     return replace(
         q, cosets=cosets, symbols=symbols, squared_error=squared_error, error_unit=error_unit
-    )
-
-
-def with_centroid_codebook(q: QuantizedTensor, values: np.ndarray, name: str) -> QuantizedTensor:
-    """Replace each distinct lattice point by the mean of the targets w/scale + u mapped to it:
-    the MSE-optimal shared vector for the fixed dither, most frequent first (spec §6.6)."""
-    assert q.symbols is not None
-    codec, n = q.codec, q.codec.dim
-    points = codec.points(q.cosets, q.symbols.astype(np.int64))
-    unique, inverse, counts = np.unique(points, axis=0, return_inverse=True, return_counts=True)
-    if unique.shape[0] > MAX_CODEBOOK_SIZE:
-        raise InvalidInputError(
-            f"tensor {name!r}: {unique.shape[0]} distinct vectors exceed the codebook limit "
-            f"{MAX_CODEBOOK_SIZE}; use a larger step"
-        )
-    inverse = inverse.reshape(-1)
-    targets = np.zeros(q.vectors * n)
-    targets[: values.size] = values
-    targets = targets.reshape(-1, n) / q.scale
-    centred = centred_dither(q, 0, q.vectors)
-    if centred is not None:
-        targets += codec.offsets(centred)
-    sums = np.stack(
-        [np.bincount(inverse, weights=targets[:, k], minlength=len(unique)) for k in range(n)],
-        axis=1,
-    )
-    centroids = sums / counts[:, None]
-    order = np.argsort(-counts, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    return replace(
-        q,
-        cosets=None,
-        symbols=None,
-        codebook=centroids[order].astype(np.float32),
-        indices=rank[inverse].astype(np.int32),
     )

@@ -246,12 +246,7 @@ class UDNCFile:
         if entry.quantized is None:
             return None
         self._check_budget(entry)
-        try:
-            return decode_quantized(entry, self._fetcher(entry))
-        except UDNCError as exc:
-            raise type(exc)(f"{self.source}: tensor {name!r}: {exc}") from None
-        except MemoryError:
-            raise self._out_of_memory(entry) from None
+        return self._guarded(entry, decode_quantized, entry, self._fetcher(entry))
 
     def close(self) -> None:
         """Release the file; tensors already returned stay valid."""

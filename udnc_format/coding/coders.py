@@ -2,6 +2,9 @@
 
 Every coder needs no prior statistics. Decoding never produces more than the ``raw_length`` the
 header declares (a decompression bomb fails before it allocates) and rejects trailing bytes.
+
+One small class per coder, registered by subclassing: a new coder is one class here (its
+identifier, levels, both directions and the errors its library raises on bad data).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import bz2
 import lzma
 import zlib
+from typing import ClassVar
 
 import zstandard
 
@@ -16,15 +20,6 @@ from ..format.constants import Coder
 from ..format.errors import CorruptStreamError, InvalidInputError
 from . import kernels
 
-# The reference encoder's default levels, chosen by measurement (bench/entropy).
-DEFAULT_LEVELS: dict[Coder, int] = {
-    Coder.RAW: 0,
-    Coder.ZSTD: 3,
-    Coder.LZMA: 6,
-    Coder.BZ2: 9,
-    Coder.DEFLATE: 9,
-    Coder.RANS: 0,
-}
 # Longer minimum matches keep zstd from spending bits on the short chance repeats of packed
 # symbols (bench/entropy: 1 to 15 points of overhead at the same speed).
 ZSTD_MIN_MATCH = 7
@@ -34,29 +29,58 @@ ZSTD_MIN_MATCH = 7
 # smaller than with xz's defaults (lc=3, lp=0, pb=2), Z1's within 0.1 %, the passthrough
 # tensors 9 % smaller. Any xz decoder reads these streams (spec §7).
 LZMA_LITERAL_PROPERTIES = {"lc": 0, "lp": 2, "pb": 0}
-LEVEL_RANGES: dict[Coder, tuple[int, int]] = {
-    Coder.RAW: (0, 0),
-    Coder.ZSTD: (1, 22),
-    Coder.LZMA: (0, 9),
-    Coder.BZ2: (1, 9),
-    Coder.DEFLATE: (0, 9),
-    Coder.RANS: (0, 0),
-}
+
+_CODERS: dict[Coder, ChunkCoder] = {}
 
 
-def compress(coder: Coder, data: bytes | memoryview, level: int | None = None) -> bytes:
-    """Compress one chunk.
+class ChunkCoder:
+    """One coder of spec §7: subclasses set the class attributes and implement ``_compress``
+    and ``_decompress`` (which may return more than ``raw_length`` bytes: the caller refuses
+    them; a bounded decoder stops at ``raw_length + 1``)."""
 
-    >>> decompress(Coder.ZSTD, compress(Coder.ZSTD, b"abc"), 3)
-    b'abc'
-    """
-    level = DEFAULT_LEVELS[coder] if level is None else level
-    low, high = LEVEL_RANGES[coder]
-    if not low <= level <= high:
-        raise InvalidInputError(f"level {level} is outside {low}..{high} for coder {coder.name}")
-    if coder is Coder.RAW:
+    coder: ClassVar[Coder]
+    # The reference encoder's default level, chosen by measurement (bench/entropy), and the
+    # levels the coder takes.
+    default_level: ClassVar[int] = 0
+    levels: ClassVar[tuple[int, int]] = (0, 0)
+    # What the coder's library raises on data it cannot decode.
+    errors: ClassVar[tuple[type[Exception], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        _CODERS[cls.coder] = cls()
+
+    def _compress(self, data: bytes | memoryview, level: int) -> bytes:
+        raise NotImplementedError
+
+    def _decompress(self, data: bytes, raw_length: int) -> bytes:
+        raise NotImplementedError
+
+
+def _check_finished(eof: bool, unused: bytes) -> None:
+    if not eof:
+        raise CorruptStreamError("compressed data ends early or decodes to more than declared")
+    if unused:
+        raise CorruptStreamError(f"{len(unused)} bytes follow the end of the compressed data")
+
+
+class RawCoder(ChunkCoder):
+    coder = Coder.RAW
+
+    def _compress(self, data: bytes | memoryview, level: int) -> bytes:
         return bytes(data)
-    if coder is Coder.ZSTD:
+
+    def _decompress(self, data: bytes, raw_length: int) -> bytes:
+        return data
+
+
+class ZstdCoder(ChunkCoder):
+    coder = Coder.ZSTD
+    default_level = 3
+    levels = (1, 22)
+    errors = (zstandard.ZstdError,)
+
+    def _compress(self, data: bytes | memoryview, level: int) -> bytes:
         # spec §7: the frame must declare its content size.
         params = zstandard.ZstdCompressionParameters.from_level(
             level,
@@ -66,38 +90,8 @@ def compress(coder: Coder, data: bytes | memoryview, level: int | None = None) -
             min_match=ZSTD_MIN_MATCH,
         )
         return zstandard.ZstdCompressor(compression_params=params).compress(data)
-    if coder is Coder.LZMA:
-        lzma2 = {"id": lzma.FILTER_LZMA2, "preset": level, **LZMA_LITERAL_PROPERTIES}
-        return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, filters=[lzma2])
-    if coder is Coder.BZ2:
-        return bz2.compress(data, compresslevel=level)
-    if coder is Coder.DEFLATE:
-        return zlib.compress(data, level)
-    if coder is Coder.RANS:
-        return kernels.rans_encode(data)
-    raise InvalidInputError(f"unknown coder {coder!r}")
 
-
-def decompress(coder: Coder, data: bytes, raw_length: int) -> bytes:
-    """Decompress one chunk to exactly ``raw_length`` bytes or raise CorruptStreamError."""
-    try:
-        out = _decompress(coder, data, raw_length)
-    except CorruptStreamError:
-        raise
-    except (zstandard.ZstdError, lzma.LZMAError, OSError, zlib.error, ValueError, EOFError) as exc:
-        raise CorruptStreamError(f"{coder.name.lower()} data does not decode: {exc}") from None
-    if len(out) != raw_length:
-        raise CorruptStreamError(
-            f"{coder.name.lower()} data decodes to {len(out)} bytes, "
-            f"the header declares {raw_length}"
-        )
-    return out
-
-
-def _decompress(coder: Coder, data: bytes, raw_length: int) -> bytes:
-    if coder is Coder.RAW:
-        return data
-    if coder is Coder.ZSTD:
+    def _decompress(self, data: bytes, raw_length: int) -> bytes:
         declared = zstandard.frame_content_size(data)
         if declared == -1:  # zstandard's value for a frame without Frame_Content_Size
             raise CorruptStreamError("zstd frame does not declare its content size (spec §7)")
@@ -105,32 +99,107 @@ def _decompress(coder: Coder, data: bytes, raw_length: int) -> bytes:
             raise CorruptStreamError(
                 f"zstd frame declares {declared} bytes of content, the header {raw_length}"
             )
-        zstd_stream = zstandard.ZstdDecompressor().decompressobj()
-        out = zstd_stream.decompress(data)
-        _check_finished(zstd_stream.eof, zstd_stream.unused_data)
+        stream = zstandard.ZstdDecompressor().decompressobj()
+        out = stream.decompress(data)
+        _check_finished(stream.eof, stream.unused_data)
         return out
-    if coder is Coder.LZMA:
-        xz_stream = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-        out = xz_stream.decompress(data, max_length=raw_length + 1)
-        _check_finished(xz_stream.eof, xz_stream.unused_data)
+
+
+class LzmaCoder(ChunkCoder):
+    coder = Coder.LZMA
+    default_level = 6
+    levels = (0, 9)
+    errors = (lzma.LZMAError,)
+
+    def _compress(self, data: bytes | memoryview, level: int) -> bytes:
+        lzma2 = {"id": lzma.FILTER_LZMA2, "preset": level, **LZMA_LITERAL_PROPERTIES}
+        return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, filters=[lzma2])
+
+    def _decompress(self, data: bytes, raw_length: int) -> bytes:
+        stream = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        out = stream.decompress(data, max_length=raw_length + 1)
+        _check_finished(stream.eof, stream.unused_data)
         return out
-    if coder is Coder.BZ2:
-        bz2_stream = bz2.BZ2Decompressor()
-        out = bz2_stream.decompress(data, max_length=raw_length + 1)
-        _check_finished(bz2_stream.eof, bz2_stream.unused_data)
+
+
+class Bz2Coder(ChunkCoder):
+    coder = Coder.BZ2
+    default_level = 9
+    levels = (1, 9)
+    errors = (OSError, ValueError, EOFError)
+
+    def _compress(self, data: bytes | memoryview, level: int) -> bytes:
+        return bz2.compress(data, compresslevel=level)
+
+    def _decompress(self, data: bytes, raw_length: int) -> bytes:
+        stream = bz2.BZ2Decompressor()
+        out = stream.decompress(data, max_length=raw_length + 1)
+        _check_finished(stream.eof, stream.unused_data)
         return out
-    if coder is Coder.DEFLATE:
-        zlib_stream = zlib.decompressobj()
-        out = zlib_stream.decompress(data, raw_length + 1)
-        _check_finished(zlib_stream.eof, zlib_stream.unused_data)
+
+
+class DeflateCoder(ChunkCoder):
+    coder = Coder.DEFLATE
+    default_level = 9
+    levels = (0, 9)
+    errors = (zlib.error,)
+
+    def _compress(self, data: bytes | memoryview, level: int) -> bytes:
+        return zlib.compress(data, level)
+
+    def _decompress(self, data: bytes, raw_length: int) -> bytes:
+        stream = zlib.decompressobj()
+        out = stream.decompress(data, raw_length + 1)
+        _check_finished(stream.eof, stream.unused_data)
         return out
-    if coder is Coder.RANS:
+
+
+class RansCoder(ChunkCoder):
+    coder = Coder.RANS
+
+    def _compress(self, data: bytes | memoryview, level: int) -> bytes:
+        return kernels.rans_encode(data)
+
+    def _decompress(self, data: bytes, raw_length: int) -> bytes:
         return kernels.rans_decode(data, raw_length)
-    raise CorruptStreamError(f"unknown coder {coder!r}")
 
 
-def _check_finished(eof: bool, unused: bytes) -> None:
-    if not eof:
-        raise CorruptStreamError("compressed data ends early or decodes to more than declared")
-    if unused:
-        raise CorruptStreamError(f"{len(unused)} bytes follow the end of the compressed data")
+DEFAULT_LEVELS: dict[Coder, int] = {key: c.default_level for key, c in _CODERS.items()}
+LEVEL_RANGES: dict[Coder, tuple[int, int]] = {key: c.levels for key, c in _CODERS.items()}
+# Every library error that means "bad data", for decompress to turn into CorruptStreamError.
+_DECODE_ERRORS = tuple({error for c in _CODERS.values() for error in c.errors})
+
+
+def compress(coder: Coder, data: bytes | memoryview, level: int | None = None) -> bytes:
+    """Compress one chunk.
+
+    >>> decompress(Coder.ZSTD, compress(Coder.ZSTD, b"abc"), 3)
+    b'abc'
+    """
+    codec = _CODERS.get(coder)
+    if codec is None:
+        raise InvalidInputError(f"unknown coder {coder!r}")
+    level = codec.default_level if level is None else level
+    low, high = codec.levels
+    if not low <= level <= high:
+        raise InvalidInputError(f"level {level} is outside {low}..{high} for coder {coder.name}")
+    return codec._compress(data, level)
+
+
+def decompress(coder: Coder, data: bytes, raw_length: int) -> bytes:
+    """Decompress one chunk to exactly ``raw_length`` bytes or raise CorruptStreamError."""
+    codec = _CODERS.get(coder)
+    if codec is None:
+        raise CorruptStreamError(f"unknown coder {coder!r}")
+    try:
+        out = codec._decompress(data, raw_length)
+    except CorruptStreamError:
+        raise
+    except _DECODE_ERRORS as exc:
+        raise CorruptStreamError(f"{coder.name.lower()} data does not decode: {exc}") from None
+    if len(out) != raw_length:
+        raise CorruptStreamError(
+            f"{coder.name.lower()} data decodes to {len(out)} bytes, "
+            f"the header declares {raw_length}"
+        )
+    return out

@@ -602,6 +602,6 @@ def check_symbol_chunks(q: LatticeParams, vectors: int, where: str) -> None:
         least = q.chunk_shape(count).prefix_bytes
         if chunk.raw_length < least:
             raise LayoutError(
-                f"{where} symbols chunk {index}: declares {chunk.raw_length} decoded bytes, its "
+                f"{where}: symbols chunk {index} declares {chunk.raw_length} decoded bytes, its "
                 f"{count} vectors need at least {least}"
             )
