@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 from structure import rans_constant
-from udnc_conformance.generate import (
+from udnc_conformance.mini_encoder import (
     Item,
     assemble,
     compress,

@@ -46,15 +46,13 @@ from typing import Any
 import numpy as np
 import zstandard
 from construct import Container, ListContainer
-from udnc_conformance.generate import (
-    compress,
+from udnc_conformance.mini_encoder import compress, zstd_raw_frame, zstd_rle_frame
+from udnc_conformance.surgery import (
     edit_body,
     header_length,
     iter_chunk_containers,
     refresh_chunk_crcs,
     with_header_crc,
-    zstd_raw_frame,
-    zstd_rle_frame,
 )
 
 from udnc_format.coding import coders, rans
@@ -73,6 +71,7 @@ from udnc_format.format.constants import (
     Prng,
 )
 from udnc_format.format.dtypes import QUANTIZABLE, itemsize
+from udnc_format.format.header import LATTICE_STREAMS
 
 # Boundary values of the integer fields (spec §4, §9): the limits and their neighbours.
 U64_EDGES = (
@@ -180,8 +179,7 @@ def tensor_streams(tensor: Any) -> list[tuple[str, Any]]:
     if tensor.encoding == Encoding.PASSTHROUGH and not isinstance(tensor.body, bytes):
         return [("data", tensor.body)]
     if tensor.encoding == Encoding.LATTICE and not isinstance(tensor.body, bytes):
-        keys = ("mask", "codebook", "symbols")
-        return [(k, tensor.body[k]) for k in keys if tensor.body[k] is not None]
+        return [(k, tensor.body[k]) for k in LATTICE_STREAMS if tensor.body[k] is not None]
     return []
 
 

@@ -9,7 +9,8 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import LATTICES, data_start, info_of, save_and_load, stored_mask
+from conftest import LATTICES, info_of, save_and_load, stored_mask
+from udnc_conformance.surgery import data_start
 
 import udnc_format
 from udnc_format.format.constants import DEFAULT_SQNR_DB

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from udnc_conformance import VECTORS, bitflip
-from udnc_conformance.generate import header_length
+from udnc_conformance.surgery import header_length
 
 import udnc_format
 from udnc_format.cli import main
@@ -334,7 +334,7 @@ def pruned_away(elements: int) -> bytes:
     """A Z1 F32 tensor of ``elements`` elements (a multiple of 2^20) whose mask keeps none
     (zstd frames of zero bytes, 4 stored bytes per 128 KiB of mask): a valid file of about one
     byte per MiB that it declares."""
-    from udnc_conformance.generate import Item, assemble, stored_stream, zstd_rle_frame
+    from udnc_conformance.mini_encoder import Item, assemble, stored_stream, zstd_rle_frame
 
     from udnc_format.format.constants import Coder, Dtype, Lattice, Prng, Serialization
     from udnc_format.format.header import LatticeParams, StreamRef, TensorEntry

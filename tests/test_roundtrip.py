@@ -16,7 +16,6 @@ from conftest import (
     QUANTIZABLE_DTYPES,
     as_dtype,
     assert_within_quantizer_bound,
-    chunk_spans,
     dimension,
     info_of,
     lay_out,
@@ -28,6 +27,7 @@ from conftest import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
+from udnc_conformance.surgery import chunk_spans
 
 import udnc_format
 from udnc_format.coding.symbols import deserialize

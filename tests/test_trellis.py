@@ -15,11 +15,12 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import TRELLISES, edit_header_body, info_of, lay_out
+from conftest import TRELLISES, info_of, lay_out
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file as st_load_file
 from safetensors.numpy import save_file as st_save_file
+from udnc_conformance.surgery import edit_body
 
 import udnc_format
 from udnc_format.cli import main
@@ -405,14 +406,14 @@ def with_lattice(data: bytes, value: int) -> bytes:
     def edit(body) -> None:
         body.tensors[0].body.lattice = value
 
-    return edit_header_body(data, edit)
+    return edit_body(data, edit)
 
 
 def with_chunk_vectors(data: bytes, count: int) -> bytes:
     def edit(body) -> None:
         body.tensors[0].body.chunk_vectors = count
 
-    return edit_header_body(data, edit)
+    return edit_body(data, edit)
 
 
 @pytest.mark.parametrize("name", TRELLISES)

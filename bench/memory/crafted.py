@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from udnc_conformance.generate import Item, assemble, stored_stream
+from udnc_conformance.mini_encoder import Item, assemble, stored_stream
 
 from udnc_format.coding.lattices import get_lattice
 from udnc_format.format.constants import Coder, Dtype, Lattice, Prng, Serialization
