@@ -34,12 +34,12 @@ from ..format.constants import (
     Prng,
 )
 from ..format.dtypes import NUMPY_DTYPES
-from ..format.dtypes import round_to_dtype as _reference_round
 from ..format.errors import InvalidInputError, MissingDependencyError
 from ..format.header import CodingParams, LatticeParams
 from . import philox, rans, symbols
 from .lattices import LatticeCodec, TrellisLattice, get_lattice
 from .lattices.trellis import _RATE_TABLE_LIMIT, _RENORMALIZE_EVERY, Trellis, _bits_of
+from .rounding import round_to_dtype as _reference_round
 
 ENVIRONMENT = "UDNC_NATIVE"
 _OK = 0
@@ -275,7 +275,7 @@ def reconstruct_scaled(
 
 
 def round_to_dtype(values: np.ndarray, dtype: Dtype) -> np.ndarray:
-    """:func:`udnc_format.format.dtypes.round_to_dtype` (binary16 and bfloat16 natively)."""
+    """:func:`rounding.round_to_dtype` (binary16 and bfloat16 natively)."""
     native = _native
     if native is not None and dtype in (Dtype.F16, Dtype.BF16) and values.dtype == np.float64:
         flat = np.ascontiguousarray(values.reshape(-1))

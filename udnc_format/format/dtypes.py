@@ -1,5 +1,5 @@
-"""Source dtypes (spec §4.2): their numpy form, size, and the final rounding of quantized values
-(spec §6.5)."""
+"""Source dtypes (spec §4.2): their numpy form and size (the final rounding of quantized values,
+spec §6.5, is coding.rounding)."""
 
 from __future__ import annotations
 
@@ -47,16 +47,6 @@ def dtype_of(array: np.ndarray, name: str) -> Dtype:
 def itemsize(dtype: Dtype) -> int:
     """Bytes per element."""
     return NUMPY_DTYPES[dtype].itemsize
-
-
-def round_to_dtype(values: np.ndarray, dtype: Dtype) -> np.ndarray:
-    """spec §6.5: binary64 -> binary32 (round to nearest even), then to a narrower float. A
-    value beyond the output's range becomes ±infinity (spec §11), without a warning."""
-    if dtype is Dtype.F64:
-        return values.astype(np.float64)
-    with np.errstate(over="ignore"):
-        single = values.astype(np.float32)
-        return single if dtype is Dtype.F32 else single.astype(NUMPY_DTYPES[dtype])
 
 
 def little_endian_view(array: np.ndarray, dtype: Dtype) -> memoryview:
