@@ -12,7 +12,7 @@ from __future__ import annotations
 import bz2
 import lzma
 import zlib
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import zstandard
 
@@ -55,6 +55,14 @@ class ChunkCoder:
 
     def _decompress(self, data: bytes, raw_length: int) -> bytes:
         raise NotImplementedError
+
+
+def _bounded(stream: Any, data: bytes, raw_length: int) -> bytes:
+    """``data`` through a streaming decompressor that stops one byte past ``raw_length`` (a
+    bomb fails before it allocates), then required to have ended with nothing after it."""
+    out: bytes = stream.decompress(data, raw_length + 1)
+    _check_finished(stream.eof, stream.unused_data)
+    return out
 
 
 def _check_finished(eof: bool, unused: bytes) -> None:
@@ -116,10 +124,7 @@ class LzmaCoder(ChunkCoder):
         return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, filters=[lzma2])
 
     def _decompress(self, data: bytes, raw_length: int) -> bytes:
-        stream = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-        out = stream.decompress(data, max_length=raw_length + 1)
-        _check_finished(stream.eof, stream.unused_data)
-        return out
+        return _bounded(lzma.LZMADecompressor(format=lzma.FORMAT_XZ), data, raw_length)
 
 
 class Bz2Coder(ChunkCoder):
@@ -132,10 +137,7 @@ class Bz2Coder(ChunkCoder):
         return bz2.compress(data, compresslevel=level)
 
     def _decompress(self, data: bytes, raw_length: int) -> bytes:
-        stream = bz2.BZ2Decompressor()
-        out = stream.decompress(data, max_length=raw_length + 1)
-        _check_finished(stream.eof, stream.unused_data)
-        return out
+        return _bounded(bz2.BZ2Decompressor(), data, raw_length)
 
 
 class DeflateCoder(ChunkCoder):
@@ -148,10 +150,7 @@ class DeflateCoder(ChunkCoder):
         return zlib.compress(data, level)
 
     def _decompress(self, data: bytes, raw_length: int) -> bytes:
-        stream = zlib.decompressobj()
-        out = stream.decompress(data, raw_length + 1)
-        _check_finished(stream.eof, stream.unused_data)
-        return out
+        return _bounded(zlib.decompressobj(), data, raw_length)
 
 
 class RansCoder(ChunkCoder):
