@@ -4,6 +4,8 @@ the tools at the package's top. A module of a layer imports nothing of the layer
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,16 @@ def test_the_check_sees_an_upward_import() -> None:
     found = imported_modules("udnc_format.format", source)
     assert {layer_of(name) for name in found} == {"codec", "top", "format"}
     assert "udnc_format.cli" in found and "udnc_format.format.layout" in found
+
+
+def test_the_command_line_imports_no_framework_and_no_ml_dtypes() -> None:
+    """``udnc --help`` and ``udnc info`` start without ml_dtypes (a second or more to import,
+    bench/speed/startup.md), a framework or matplotlib; a bfloat16 tensor brings ml_dtypes in."""
+    probe = (
+        "import sys, udnc_format.cli, udnc_format.format.dtypes as d\n"
+        "heavy = {'ml_dtypes', 'torch', 'tensorflow', 'jax', 'matplotlib'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+        "d.NUMPY_DTYPES[d.Dtype.BF16]\n"
+        "assert 'ml_dtypes' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, cwd=PACKAGE.parent)

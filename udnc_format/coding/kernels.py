@@ -33,7 +33,7 @@ from ..format.constants import (
     Lattice,
     Prng,
 )
-from ..format.dtypes import NUMPY_DTYPES
+from ..format.dtypes import NUMPY_DTYPES, format_dtype
 from ..format.errors import InvalidInputError, MissingDependencyError
 from ..format.header import CodingParams, LatticeParams
 from . import philox, rans, symbols
@@ -221,7 +221,7 @@ def _tensor_args(
     )  # fmt: skip
 
 
-_OUTPUT_DTYPES = {NUMPY_DTYPES[d]: d for d in (Dtype.F16, Dtype.BF16, Dtype.F32, Dtype.F64)}
+_OUTPUT_DTYPES = frozenset({Dtype.F16, Dtype.BF16, Dtype.F32, Dtype.F64})
 
 
 def decode_chunk(
@@ -241,8 +241,10 @@ def decode_chunk(
     kernel rejects, is then the caller's).
     """
     native = _native
-    dtype = _OUTPUT_DTYPES.get(out.dtype)
-    if native is None or dtype is None or not (out.flags.c_contiguous and out.flags.aligned):
+    dtype = format_dtype(out.dtype)
+    if native is None or dtype is None or dtype not in _OUTPUT_DTYPES:
+        return False
+    if not (out.flags.c_contiguous and out.flags.aligned):
         return False
     if not (_u64(q.seed, first) and 0 <= q.dither_stream < 1 << 32):
         return False
