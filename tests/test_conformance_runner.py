@@ -259,7 +259,8 @@ def test_encoder_option_sets_cover_every_lattice_coder_and_feature():
     cases = runner.encoder_cases()
     options = [case.options for case in cases]
     assert {o.get("lattice", "Z1") for o in options} == set(runner.LATTICE_DIMENSION)
-    assert {o.get("coder", "zstd") for o in options} == {"raw", "zstd", "lzma", "bz2", "deflate"}
+    coders = {o.get("coder", "zstd") for o in options}
+    assert coders == {"raw", "zstd", "lzma", "bz2", "deflate", "rans"}
     assert {o.get("dither", True) for o in options} == {True, False}
     assert any("sqnr" in o for o in options) and any("step" in o for o in options)
     assert any(o.get("prune") for o in options) and any(o.get("codebook") for o in options)

@@ -38,8 +38,7 @@ import math
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +66,7 @@ from udnc_format.format.header import (
 from udnc_format.safetensors_io import TensorSpec, write_safetensors
 
 from . import VECTORS
+from .case import Case, invalid, valid
 from .cases_container import (
     critical_section,
     duplicate_metadata_keys,
@@ -97,6 +97,7 @@ from .cases_container import (
     unicode_names_case,
     unreferenced_bytes_case,
 )
+from .cases_exact import EXACT_CASES
 from .cases_lattices import (
     codebook_index_out_of_range,
     codebook_length_mismatch,
@@ -168,7 +169,6 @@ from .cases_streams import (
 )
 from .mini_encoder import (
     MINOR_1_2,
-    Built,
     GeneratorError,
     assemble,
     base_file,
@@ -200,28 +200,6 @@ FULL_ONLY_FEATURES = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Case:
-    """One conformance case. ``error`` is None for a valid case. ``build`` returns the input
-    file, or (input, tensors) for a valid case whose decoded tensors (some or all, by name) are
-    known independently of the reference decoder. ``profiles`` None: derived from features."""
-
-    id: str
-    description: str
-    build: Callable[[], Built]
-    features: tuple[str, ...] = ()
-    error: str | None = None
-    comment: str | None = None
-    profiles: tuple[str, ...] | None = None
-    # Set when the reference decoder disagrees with the spec on this case (a reported bug):
-    # the vector follows the spec; a valid case then takes its expected tensors from ``build``.
-    reference_deviation: str | None = None
-
-    @property
-    def valid(self) -> bool:
-        return self.error is None
-
-
 # ---------------------------------------------------------------------------------------------
 # Deterministic data
 
@@ -248,18 +226,6 @@ class Case:
 
 # ---------------------------------------------------------------------------------------------
 # The cases
-
-
-def valid(
-    id: str, description: str, build: Callable[[], Built], *features: str, **extra: Any
-) -> Case:
-    return Case(id, description, build, tuple(features), **extra)
-
-
-def invalid(
-    id: str, error: str, description: str, build: Callable[[], Built], *features: str, **extra: Any
-) -> Case:
-    return Case(id, description, build, tuple(features), error=error, **extra)
 
 
 def lattice_case(
@@ -1494,6 +1460,7 @@ CASES: list[Case] = [
         codebook_non_finite(-math.inf),
     ),
 ]
+CASES += EXACT_CASES
 
 
 # ---------------------------------------------------------------------------------------------

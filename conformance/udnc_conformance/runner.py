@@ -491,13 +491,32 @@ _BASE_OPTIONS: dict[str, Any] = {"min_elements": 1, "min_ndim": 2}
 # spec §6.1: native cell volume V, dimension n and covering radius of each lattice; written out
 # here (not read from udnc_format) so that a wrong constant there cannot hide a wrong encoder.
 _H = float.fromhex("0x1.bb67ae8584caap-1")
-LATTICE_DIMENSION = {**{f"Z{n}": n for n in range(1, 9)}, "A2": 2, "D4": 4, "E8": 8}
-CELL_VOLUME = {**{f"Z{n}": 1.0 for n in range(1, 9)}, "A2": _H, "D4": 2.0, "E8": 1.0}
+TRELLIS_LATTICES = ("TCQ4", "TCQ16", "TCQ64", "TCQ256")  # spec §6.8 (format 1.2)
+LATTICE_DIMENSION = {
+    **{f"Z{n}": n for n in range(1, 9)},
+    "A2": 2,
+    "D4": 4,
+    "E8": 8,
+    **{name: 1 for name in TRELLIS_LATTICES},
+}
+CELL_VOLUME = {
+    **{f"Z{n}": 1.0 for n in range(1, 9)},
+    "A2": _H,
+    "D4": 2.0,
+    "E8": 1.0,
+    **{name: 1.0 for name in TRELLIS_LATTICES},
+}
+# The trellis lattices' bound is not a covering radius: the trellis state picks a weight's
+# quantizer, whose levels lie at most 2 apart, so the nearest level is within 1 and the nearest
+# on the other side of the target within 2; an encoder searching rate and distortion together
+# (the reference's Viterbi search, spec §6.8) takes the second one where it saves bits (it
+# stays within 1.72 on these inputs).
 COVERING_RADIUS = {
     **{f"Z{n}": math.sqrt(n) / 2 for n in range(1, 9)},
     "A2": 1 / math.sqrt(3),
     "D4": 1.0,
     "E8": 1.0,
+    **{name: 2.0 for name in TRELLIS_LATTICES},
 }
 # Slack for the final rounding to the output dtype (spec §6.5), relative to the vector's norm:
 # twice the unit roundoff (bfloat16 keeps 8 significant bits, binary16 11, binary32 24), and
@@ -619,6 +638,35 @@ def encoder_cases() -> list[EncoderCase]:
             seed=8,
             chunk_weights=64,
             metadata={"note": "added by the options"},
+        ),
+        # Format 1.2: the trellis lattices and the rANS coder (the fewest-bits mode).
+        _encoder_case("coder-rans", "Z1, rans", lattice="Z1", step=0.05, seed=12, coder="rans"),
+        *(
+            _encoder_case(
+                f"lattice-{name.lower()}-rans",
+                f"{name}, step 0.05, dither seed {13 + i}, rans",
+                lattice=name,
+                step=0.05,
+                seed=13 + i,
+                coder="rans",
+            )
+            for i, name in enumerate(TRELLIS_LATTICES)
+        ),
+        _encoder_case(
+            "tcq64-no-dither-prune",
+            "TCQ64 without dither, 30 % pruned (segments count kept weights), zstd",
+            lattice="TCQ64",
+            step=0.05,
+            dither=False,
+            prune=0.3,
+        ),
+        _encoder_case(
+            "tcq256-sqnr-rans",
+            "TCQ256 at 26 dB, rans",
+            lattice="TCQ256",
+            sqnr=26.0,
+            seed=17,
+            coder="rans",
         ),
     ]
     return cases

@@ -152,15 +152,18 @@ def _store(out: np.ndarray, scaled: np.ndarray, dtype: Dtype) -> None:
 
 
 def _read_layout(entry: TensorEntry, fetch: Fetch) -> _Layout:
-    """The layout of a lattice-coded tensor: its mask and codebook streams read and checked,
-    then its symbol chunks counted (spec §8.1 steps 8 and 9)."""
+    """The layout of a lattice-coded tensor, in the order of spec §8.1 steps 8 to 10: its mask
+    stream read and checked, then its symbol chunks counted and their least sizes checked,
+    then its codebook stream read and checked."""
     assert entry.quantized is not None
     q = entry.quantized
     mask = None
     kept = entry.elements
     if q.mask is not None:
         content = read_stream(q.mask, fetch)
-        with naming_chunk(q.mask, len(q.mask.chunks) - 1, "mask"):  # the padding is in the last
+        # The padding bits lie in the content's last byte: in the last chunk that is not empty.
+        holder = max((i for i, chunk in enumerate(q.mask.chunks) if chunk.raw_length), default=0)
+        with naming_chunk(q.mask, holder, "mask"):
             mask = Mask(content, entry.elements)
         kept = mask.kept
     vectors = vector_count(kept, q.dim)

@@ -29,6 +29,8 @@ ZSTD_MIN_MATCH = 7
 # smaller than with xz's defaults (lc=3, lp=0, pb=2), Z1's within 0.1 %, the passthrough
 # tensors 9 % smaller. Any xz decoder reads these streams (spec §7).
 LZMA_LITERAL_PROPERTIES = {"lc": 0, "lp": 2, "pb": 0}
+# spec §7: the largest zstd Window_Size a frame may declare (libzstd's ZSTD_WINDOWLOG_MAX_64).
+ZSTD_MAX_WINDOW = 1 << 31
 
 _CODERS: dict[Coder, ChunkCoder] = {}
 
@@ -107,7 +109,15 @@ class ZstdCoder(ChunkCoder):
             raise CorruptStreamError(
                 f"zstd frame declares {declared} bytes of content, the header {raw_length}"
             )
-        stream = zstandard.ZstdDecompressor().decompressobj()
+        # spec §7: any Window_Size up to 2^31 (libzstd's own default refuses windows above
+        # 2^27 unless it decodes the frame in one pass, which depends on the chunk's size); the
+        # memory it takes is bounded by Frame_Content_Size, checked above.
+        if zstandard.get_frame_parameters(data).window_size > ZSTD_MAX_WINDOW:
+            raise CorruptStreamError(
+                f"zstd frame's window exceeds {ZSTD_MAX_WINDOW} bytes (spec §7)"
+            )
+        decompressor = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+        stream = decompressor.decompressobj()
         out = stream.decompress(data)
         _check_finished(stream.eof, stream.unused_data)
         return out
