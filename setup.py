@@ -1,8 +1,8 @@
 """The native kernels (udnc_format/native, spec-exact C99) as the optional extension
 udnc_format._native; all other metadata is in pyproject.toml.
 
-A compiler that fails leaves a warning, not a failed install: udnc_format.kernels then uses the
-numpy reference (README, "Native kernels").
+A compiler that fails leaves a warning, not a failed install: udnc_format.coding.kernels then
+uses the numpy reference (README, "Native kernels").
 """
 
 from setuptools import Extension, setup

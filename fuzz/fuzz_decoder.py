@@ -35,7 +35,7 @@ import atheris
 import numpy as np
 
 with atheris.instrument_imports(include=["udnc_format"]):
-    from udnc_conformance.generate import refresh_chunk_crcs, with_header_crc
+    from udnc_conformance.surgery import refresh_chunk_crcs, with_header_crc
 
     import udnc_format
     from udnc_format import cli

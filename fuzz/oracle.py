@@ -36,7 +36,7 @@ Findings, by class (the prefix of the file written):
   peaked: the innermost udnc_format frame at the largest traced size seen between calls.
 - ``default-limits``: ``load`` with its default arguments starts to allocate more than
   ``DEFAULT_PROBE_BYTES`` for a file that declares more than this machine's memory, which the
-  default limits refuse (udnc_format/limits.py, SECURITY.md): a file that makes a default
+  default limits refuse (udnc_format/format/limits.py, SECURITY.md): a file that makes a default
   decoder allocate beyond what the machine holds. Probed only for such files, stopped as soon
   as the allocation is seen.
 - ``mismatch``: two ways of decoding disagree: ``load`` against ``open``/``get_tensor``, one
@@ -75,7 +75,8 @@ from typing import Any
 import numpy as np
 
 import udnc_format
-from udnc_format import cli, limits
+from udnc_format import cli
+from udnc_format.format import limits
 
 SPEED = 20e6  # bytes of declared decoded output per CPU second
 START_SECONDS = 0.05

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 from structure import rans_constant
-from udnc_conformance.generate import (
+from udnc_conformance.mini_encoder import (
     Item,
     assemble,
     compress,
@@ -33,8 +33,8 @@ from udnc_conformance.generate import (
     zstd_rle_frame,
 )
 
-from udnc_format.constants import Coder, Dtype, Lattice, Prng, Serialization
-from udnc_format.header import ChunkRef, LatticeParams, StreamRef, TensorEntry
+from udnc_format.format.constants import Coder, Dtype, Lattice, Prng, Serialization
+from udnc_format.format.header import ChunkRef, LatticeParams, StreamRef, TensorEntry
 
 MINOR = 2  # format 1.2: rANS
 

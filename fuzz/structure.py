@@ -3,13 +3,13 @@ one or a few fields or streams changed to boundary values, and the file rebuilt 
 length, offset and CRC-32 recomputed, so that the mutation gets past the integrity checks into
 the parsing and decoding behind them.
 
-The header is parsed with the project's own layout (``udnc_format.layout``) into construct
+The header is parsed with the project's own layout (``udnc_format.format.layout``) into construct
 containers, not the header's dataclasses: a container holds any value of a field (an unknown
 lattice or coder, a shape of 2^64 − 1), which is what a mutation needs. Files are rebuilt with
 the conformance generator's byte surgery (``edit_body``, ``refresh_chunk_crcs``,
 ``with_header_crc``) and its coder outputs (``compress``, ``zstd_rle_frame``,
 ``zstd_raw_frame``); chunk contents come from the format's own serialization
-(``udnc_format.symbols``) and rANS encoder.
+(``udnc_format.coding.symbols``) and rANS encoder.
 
 What is mutated (each mutation picks one operator, sometimes two or three in a row):
 
@@ -46,19 +46,20 @@ from typing import Any
 import numpy as np
 import zstandard
 from construct import Container, ListContainer
-from udnc_conformance.generate import (
-    compress,
+from udnc_conformance.mini_encoder import compress, zstd_raw_frame, zstd_rle_frame
+from udnc_conformance.surgery import (
     edit_body,
     header_length,
     iter_chunk_containers,
     refresh_chunk_crcs,
     with_header_crc,
-    zstd_raw_frame,
-    zstd_rle_frame,
 )
 
-from udnc_format import coders, layout, rans
-from udnc_format.constants import (
+from udnc_format.coding import coders, rans
+from udnc_format.coding.lattices import get_lattice
+from udnc_format.coding.symbols import pack_bits, serialize
+from udnc_format.format import layout
+from udnc_format.format.constants import (
     MAGIC,
     MAX_CHUNK_RAW,
     PREAMBLE_SIZE,
@@ -69,9 +70,8 @@ from udnc_format.constants import (
     Lattice,
     Prng,
 )
-from udnc_format.dtypes import QUANTIZABLE, itemsize
-from udnc_format.lattices import get_lattice
-from udnc_format.symbols import pack_bits, serialize
+from udnc_format.format.dtypes import QUANTIZABLE, itemsize
+from udnc_format.format.header import LATTICE_STREAMS
 
 # Boundary values of the integer fields (spec §4, §9): the limits and their neighbours.
 U64_EDGES = (
@@ -121,7 +121,7 @@ class Skip(Exception):
 @dataclass
 class Model:
     """A parsed file: preamble fields, the header body (construct containers of
-    ``udnc_format.layout.HeaderBody``), the stored bytes of every chunk in table order
+    ``udnc_format.format.layout.HeaderBody``), the stored bytes of every chunk in table order
     (``iter_chunk_containers``) and the bytes after the last chunk that no chunk covers."""
 
     major: int
@@ -179,8 +179,7 @@ def tensor_streams(tensor: Any) -> list[tuple[str, Any]]:
     if tensor.encoding == Encoding.PASSTHROUGH and not isinstance(tensor.body, bytes):
         return [("data", tensor.body)]
     if tensor.encoding == Encoding.LATTICE and not isinstance(tensor.body, bytes):
-        keys = ("mask", "codebook", "symbols")
-        return [(k, tensor.body[k]) for k in keys if tensor.body[k] is not None]
+        return [(k, tensor.body[k]) for k in LATTICE_STREAMS if tensor.body[k] is not None]
     return []
 
 

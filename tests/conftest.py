@@ -6,9 +6,7 @@ read from udnc_format, so that a wrong constant in the package makes a test fail
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -16,19 +14,17 @@ from typing import Any
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
-from udnc_conformance.generate import edit_body as edit_header_body
-from udnc_conformance.generate import iter_chunk_containers
 from udnc_conformance.runner import kept_mask
+from udnc_conformance.surgery import edit_body, last_chunk_replaced
 
 import udnc_format
-from udnc_format import layout
-from udnc_format.encoder import EncodedTensor, EncodeOptions, encode_tensors
-from udnc_format.header import (
+from udnc_format.codec.encoder import EncodedTensor, EncodeOptions, encode_tensors
+from udnc_format.format.header import (
     Header,
     Section,
-    StreamRef,
     TensorEntry,
     build_header,
+    relocate,
 )
 
 settings.register_profile(
@@ -84,7 +80,7 @@ def unit_roundoff(dtype: np.dtype) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# spec §6.2, written out independently of udnc_format.symbols
+# spec §6.2, written out independently of udnc_format.coding.symbols
 
 
 def spec_serialize(values: Sequence[int], bits: int) -> bytes:
@@ -162,28 +158,6 @@ def encode(tensors: Any, **options: Any) -> list[EncodedTensor]:
     return list(encode_tensors(tensors, EncodeOptions.from_kwargs(**options)))
 
 
-def _placed(stream: StreamRef, offset: int) -> tuple[StreamRef, int]:
-    chunks = []
-    for chunk in stream.chunks:
-        chunks.append(dataclasses.replace(chunk, offset=offset))
-        offset += chunk.stored_length
-    return dataclasses.replace(stream, chunks=tuple(chunks)), offset
-
-
-def place(entry: TensorEntry, offset: int) -> tuple[TensorEntry, int]:
-    """The entry with its chunks back to back from ``offset`` (mask, codebook, symbols)."""
-    if entry.passthrough is not None:
-        stream, offset = _placed(entry.passthrough, offset)
-        return dataclasses.replace(entry, passthrough=stream), offset
-    q = entry.quantized
-    assert q is not None
-    moved = {}
-    for key in ("mask", "codebook", "symbols"):
-        if getattr(q, key) is not None:
-            moved[key], offset = _placed(getattr(q, key), offset)
-    return dataclasses.replace(entry, quantized=dataclasses.replace(q, **moved)), offset
-
-
 def lay_out(
     items: Sequence[tuple[TensorEntry, Sequence[bytes]] | EncodedTensor],
     *,
@@ -202,7 +176,7 @@ def lay_out(
     offset = len(build_header(header([e for e, _ in pairs])))
     placed = []
     for entry, _ in pairs:
-        entry, offset = place(entry, offset)
+        entry, offset = relocate(entry, offset)
         placed.append(entry)
     if edit is not None:
         placed = edit(placed)
@@ -211,53 +185,17 @@ def lay_out(
     return head + b"".join(b"".join(p) for _, p in pairs)
 
 
-def with_header_crc(data: bytes) -> bytes:
-    """The file with its header CRC recomputed (over preamble and header body)."""
-    length = int.from_bytes(data[12:16], "little")
-    end = 16 + length
-    if end + 4 > len(data):
-        return data
-    return data[:end] + zlib.crc32(data[:end]).to_bytes(4, "little") + data[end + 4 :]
-
-
-def refresh_chunk_crcs(data: bytes) -> bytes:
-    """The file with every chunk CRC recomputed over the bytes now at its place (and a fresh
-    header CRC): a corruption then reaches the coder or the content checks."""
-
-    def edit(body: Any) -> None:
-        for chunk in iter_chunk_containers(body):
-            chunk.crc32 = zlib.crc32(data[chunk.offset : chunk.offset + chunk.stored_length])
-
-    return edit_header_body(data, edit)
-
-
-def chunk_spans(data: bytes) -> list[tuple[int, int]]:
-    """(start, end) of every chunk, in table order (mask, codebook, symbols)."""
-    length = int.from_bytes(data[12:16], "little")
-    body = layout.HeaderBody.parse(data[16 : 16 + length])
-    return [(c.offset, c.offset + c.stored_length) for c in iter_chunk_containers(body)]
-
-
 def with_last_chunk(data: bytes, chunk: bytes, bits: int | None = None) -> bytes:
     """The file with its last chunk (a raw one, at the end of the file) replaced by ``chunk``,
     and optionally tensor 0's field width set to ``bits``."""
-    last = max(chunk_spans(data), key=lambda span: span[1])
-    assert last[1] == len(data)
-    data = data[: last[0]] + chunk
+    data = last_chunk_replaced(data, chunk)
+    if bits is None:
+        return data
 
-    def edit(body) -> None:
-        if bits is not None:
-            body.tensors[0].body.serialization = bits
-        for container in iter_chunk_containers(body):
-            if container.offset == last[0]:
-                container.stored_length = container.raw_length = len(chunk)
-                container.crc32 = zlib.crc32(chunk)
+    def edit(body: Any) -> None:
+        body.tensors[0].body.serialization = bits
 
-    return edit_header_body(data, edit)
-
-
-def data_start(data: bytes) -> int:
-    return 20 + int.from_bytes(data[12:16], "little")
+    return edit_body(data, edit)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import udnc_format
-from udnc_format.errors import (
+from udnc_format.format.errors import (
     AdapterError,
     DuplicateNameError,
     InvalidInputError,

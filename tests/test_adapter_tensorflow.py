@@ -11,7 +11,7 @@ import pytest
 from adapter_support import DTYPES, bits, cases, check_decoded
 
 import udnc_format
-from udnc_format.errors import (
+from udnc_format.format.errors import (
     AdapterError,
     InvalidInputError,
     ModelMismatchError,

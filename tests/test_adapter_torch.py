@@ -11,7 +11,7 @@ import pytest
 from adapter_support import DTYPES, cases, check_decoded
 
 import udnc_format
-from udnc_format.errors import InvalidInputError, ModelMismatchError
+from udnc_format.format.errors import InvalidInputError, ModelMismatchError
 
 torch = pytest.importorskip("torch")
 from udnc_adapters import torch as udnc_torch  # noqa: E402

@@ -16,7 +16,7 @@ import pytest
 
 import udnc_format
 from udnc_format import adapters
-from udnc_format.errors import ALL_ERRORS, AdapterError, ModelMismatchError, UDNCError
+from udnc_format.format.errors import ALL_ERRORS, AdapterError, ModelMismatchError, UDNCError
 
 BUILTIN = {  # adapter: (its modules, the modules of its framework)
     "torch": ("udnc_adapters.torch", ("torch",)),

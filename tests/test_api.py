@@ -9,11 +9,12 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import LATTICES, data_start, info_of, save_and_load, stored_mask
+from conftest import LATTICES, info_of, save_and_load, stored_mask
+from udnc_conformance.surgery import data_start
 
 import udnc_format
-from udnc_format.constants import DEFAULT_SQNR_DB
-from udnc_format.errors import ChecksumError
+from udnc_format.format.constants import DEFAULT_SQNR_DB
+from udnc_format.format.errors import ChecksumError
 
 
 def mixed_tensors(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -314,7 +315,7 @@ def test_default_role_offsets_set_per_tensor_targets() -> None:
         )
     }
     out = udnc_format.load(udnc_format.save(tensors, sqnr=30))
-    offsets = dict(udnc_format.constants.DEFAULT_SQNR_OFFSETS)
+    offsets = dict(udnc_format.format.constants.DEFAULT_SQNR_OFFSETS)
     expected = {
         "embeddings.word_embeddings.weight": 30 + offsets["*word_embeddings*"],
         "model.embed_tokens.weight": 30 + offsets["*embed*"],

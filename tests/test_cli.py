@@ -18,7 +18,7 @@ from safetensors.numpy import save_file as st_save_file
 
 import udnc_format
 from udnc_format.cli import main, parse_size
-from udnc_format.constants import DEFAULT_SQNR_OFFSETS
+from udnc_format.format.constants import DEFAULT_SQNR_OFFSETS
 
 RNG = np.random.default_rng(7)
 WEIGHTS = {
@@ -450,7 +450,7 @@ def test_a_valid_file_decoding_to_infinity_prints_no_warning(tmp_path):
 
 
 def test_info_json_is_json_when_the_step_overflows(tmp_path, capsys):
-    from udnc_conformance.generate import edit_body, set_lattice
+    from udnc_conformance.surgery import edit_body, set_lattice
 
     data = udnc_format.save({"w": RNG.normal(size=(16, 128))}, lattice="D4", step=0.1)
     path = tmp_path / "huge-scale.udnc"

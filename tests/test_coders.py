@@ -12,9 +12,9 @@ import pytest
 import zstandard
 from conftest import CODERS
 
-from udnc_format.coders import LEVEL_RANGES, LZMA_LITERAL_PROPERTIES, compress, decompress
-from udnc_format.constants import Coder
-from udnc_format.errors import CorruptStreamError, InvalidInputError
+from udnc_format.coding.coders import LEVEL_RANGES, LZMA_LITERAL_PROPERTIES, compress, decompress
+from udnc_format.format.constants import Coder
+from udnc_format.format.errors import CorruptStreamError, InvalidInputError
 
 COMPRESSING = [name for name in CODERS if name != "raw"]
 # Streams that carry their own length, so that a longer content is a bomb; a rANS stream decodes

@@ -25,8 +25,8 @@ import pytest
 from udnc_conformance import SCHEMA, VECTORS, reference, runner
 
 import udnc_format
-from udnc_format import layout
-from udnc_format.dtypes import dtype_of
+from udnc_format.format import layout
+from udnc_format.format.dtypes import dtype_of
 
 SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed(, (\d+) skipped)?$")
 JOBS = ["-j", str(min(4, os.cpu_count() or 1))]
@@ -309,7 +309,7 @@ def test_a_decoder_ignoring_checksums_fails_the_checksum_cases(vectors, tmp_path
         "nocrc",
         """
         import sys, zlib
-        from udnc_format import layout
+        from udnc_format.format import layout
         data = open(sys.argv[1], "rb").read()
         try:
             length = int.from_bytes(data[12:16], "little")

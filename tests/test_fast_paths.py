@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import udnc_format
-from udnc_format.constants import MAX_ABS_COORDINATE, Lattice, Prng
-from udnc_format.lattices import LatticeCodec, get_lattice
-from udnc_format.philox import centred_from_levels, dither_levels
-from udnc_format.symbols import deserialize, deserialize_symbols, serialize, unzigzag, zigzag
+from udnc_format.coding.lattices import LatticeCodec, get_lattice
+from udnc_format.coding.philox import centred_from_levels, dither_levels
+from udnc_format.coding.symbols import deserialize, deserialize_symbols, serialize, unzigzag, zigzag
+from udnc_format.format.constants import MAX_ABS_COORDINATE, Lattice, Prng
 
 CUBIC = [get_lattice(Lattice(n)) for n in range(1, 9)]
 
@@ -158,7 +158,7 @@ def test_one_file_read_from_several_threads_starts_one_pool(
     import concurrent.futures
     import threading
 
-    from udnc_format import parallel
+    from udnc_format.codec import parallel
 
     started = []
 
@@ -245,7 +245,7 @@ def test_batched_tensors_fail_like_one_after_another() -> None:
 def test_open_reads_the_header_and_get_tensor_its_own_chunks(tmp_path, monkeypatch) -> None:
     """open() reads the preamble and header only; get_tensor then reads that tensor's stored
     chunks and nothing else (bench/speed times it on a 1 GiB file)."""
-    from udnc_format import reader
+    from udnc_format.codec import reader
 
     path = tmp_path / "big.udnc"
     big = np.random.default_rng(0).random((256, 4096), dtype=np.float32)  # 4 MiB, incompressible
@@ -271,7 +271,7 @@ def test_closing_the_workers_while_they_work_is_a_udnc_error() -> None:
     started after the shutdown raises UDNCError, not the pool's RuntimeError."""
     import threading
 
-    from udnc_format.parallel import Workers
+    from udnc_format.codec.parallel import Workers
 
     workers = Workers(2)
     running, release = threading.Semaphore(0), threading.Event()

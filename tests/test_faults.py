@@ -20,9 +20,10 @@ import pytest
 from safetensors.numpy import save_file as st_save_file
 
 import udnc_format
-from udnc_format import checkpoint, writer
+from udnc_format import checkpoint
 from udnc_format.cli import main
-from udnc_format.encoder import EncodeOptions, encode_tensors
+from udnc_format.codec import writer
+from udnc_format.codec.encoder import EncodeOptions, encode_tensors
 
 RNG = np.random.default_rng(11)
 WEIGHTS = {f"layer{i}.weight": RNG.normal(size=(64, 96)).astype(np.float32) for i in range(4)}

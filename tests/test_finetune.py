@@ -20,9 +20,9 @@ import pytest
 
 import udnc_format
 from udnc_format import cli
-from udnc_format.encoder import EncodeOptions, encode_quantized
-from udnc_format.errors import InvalidInputError, ModelMismatchError
-from udnc_format.writer import assemble_bytes
+from udnc_format.codec.encoder import EncodeOptions, encode_quantized
+from udnc_format.codec.writer import assemble_bytes
+from udnc_format.format.errors import InvalidInputError, ModelMismatchError
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402

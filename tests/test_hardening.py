@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from udnc_conformance import VECTORS, bitflip
-from udnc_conformance.generate import header_length
+from udnc_conformance.surgery import header_length
 
 import udnc_format
-from udnc_format import kernels, layout, reader
 from udnc_format.cli import main
+from udnc_format.codec import reader
+from udnc_format.coding import kernels
+from udnc_format.format import layout
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE_RUNS = 3000
@@ -332,10 +334,10 @@ def pruned_away(elements: int) -> bytes:
     """A Z1 F32 tensor of ``elements`` elements (a multiple of 2^20) whose mask keeps none
     (zstd frames of zero bytes, 4 stored bytes per 128 KiB of mask): a valid file of about one
     byte per MiB that it declares."""
-    from udnc_conformance.generate import Item, assemble, stored_stream, zstd_rle_frame
+    from udnc_conformance.mini_encoder import Item, assemble, stored_stream, zstd_rle_frame
 
-    from udnc_format.constants import Coder, Dtype, Lattice, Prng, Serialization
-    from udnc_format.header import LatticeParams, StreamRef, TensorEntry
+    from udnc_format.format.constants import Coder, Dtype, Lattice, Prng, Serialization
+    from udnc_format.format.header import LatticeParams, StreamRef, TensorEntry
 
     mask_bytes, piece = -(-elements // 8), 1 << 30
     sizes = [min(piece, mask_bytes - start) for start in range(0, mask_bytes, piece)]
@@ -349,7 +351,7 @@ def pruned_away(elements: int) -> bytes:
 
 
 def test_by_default_a_tensor_beyond_the_machine_is_refused_before_allocation(monkeypatch):
-    from udnc_format import limits
+    from udnc_format.format import limits
 
     assert limits.MACHINE_MEMORY is not None and limits.MACHINE_MEMORY > 1 << 30
     crafted = pruned_away((limits.MACHINE_MEMORY // 4 >> 20) + 1 << 20)  # beyond the machine
@@ -390,7 +392,7 @@ def test_max_total_bytes_bounds_the_whole_file_before_any_stream(monkeypatch, tm
 
 
 def test_load_limits_the_total_to_the_machine_and_open_does_not(monkeypatch):
-    from udnc_format import limits
+    from udnc_format.format import limits
 
     tensors = {f"w{i}": np.full((16, 64), i, np.float32) for i in range(4)}
     data = udnc_format.save(tensors, step=0.1)

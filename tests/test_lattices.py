@@ -19,8 +19,8 @@ from conftest import (
     second_moment,
 )
 
-from udnc_format.constants import Lattice
-from udnc_format.lattices import LatticeCodec, all_lattices, get_lattice
+from udnc_format.coding.lattices import LatticeCodec, all_lattices, get_lattice
+from udnc_format.format.constants import Lattice
 
 H = float.fromhex("0x1.bb67ae8584caap-1")  # spec §6.1: binary64 nearest to sqrt(3)/2
 _E8_MIDDLE = [[0.0] * k + [-1.0, 1.0] + [0.0] * (6 - k) for k in range(6)]

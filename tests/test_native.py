@@ -1,6 +1,6 @@
 """The native kernels (udnc_format/native) give exactly the numpy reference's bits and errors.
 
-Every kernel of udnc_format.kernels is run on the native path and on the reference path in one
+Every kernel of udnc_format.coding.kernels runs on the native path and on the reference path in one
 process (``kernels.using``) and the results compared bit for bit, errors by class and message:
 the committed conformance vectors, hypothesis properties over every lattice, dtype, dither,
 generator, mask, codebook and chunking, and whole files encoded both ways. The tests skip when
@@ -25,8 +25,11 @@ from udnc_conformance import VECTORS
 from udnc_conformance.strategies import encoder_options, quantizable_tensors
 
 import udnc_format
-from udnc_format import coders, decoder, kernels, philox, rans, symbols
-from udnc_format.constants import (
+from udnc_format.codec import decoder
+from udnc_format.codec.reader import UDNCFile
+from udnc_format.coding import coders, kernels, philox, rans, symbols
+from udnc_format.coding.lattices import get_lattice
+from udnc_format.format.constants import (
     MAX_ABS_COORDINATE,
     TRELLIS_DELAYS,
     TRELLIS_SEGMENT,
@@ -36,11 +39,9 @@ from udnc_format.constants import (
     Prng,
     Serialization,
 )
-from udnc_format.dtypes import NUMPY_DTYPES
-from udnc_format.errors import MissingDependencyError
-from udnc_format.header import LatticeParams, StreamRef
-from udnc_format.lattices import get_lattice
-from udnc_format.reader import UDNCFile
+from udnc_format.format.dtypes import NUMPY_DTYPES
+from udnc_format.format.errors import MissingDependencyError
+from udnc_format.format.header import LatticeParams, StreamRef
 
 pytestmark = pytest.mark.skipif(
     not kernels.available(), reason="native kernels not built (udnc_format._native)"
@@ -626,7 +627,7 @@ def test_minilm_like_tensor_both_paths() -> None:
 # ---------------------------------------------------------------------------------------------
 # The choice of path (UDNC_NATIVE)
 
-IMPORT = "import udnc_format.kernels as k; print(k.active())"
+IMPORT = "import udnc_format.coding.kernels as k; print(k.active())"
 
 
 def run_python(code: str, setting: str | None) -> subprocess.CompletedProcess[str]:

@@ -7,14 +7,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from udnc_format.constants import Prng
-from udnc_format.philox import (
-    dither_centered,
+from udnc_format.coding.philox import (
+    dither_centred,
     dither_levels,
     dither_words,
     philox4x32_10,
     philox4x64_10,
 )
+from udnc_format.format.constants import Prng
 
 # Random123 kat_vectors: (counter c0..c3, key k0 k1, output), all hex.
 KNOWN_ANSWERS = [
@@ -122,7 +122,7 @@ def test_dither_words_appendix_b(start: int, expected: str) -> None:
 
 def test_dither_centred_appendix_b() -> None:
     """The centred values of spec Appendix B, as exact binary64."""
-    got = dither_centered(APPENDIX_B_SEED, APPENDIX_B_STREAM, 0, 4)
+    got = dither_centred(APPENDIX_B_SEED, APPENDIX_B_STREAM, 0, 4)
     assert got.dtype == np.float64
     assert [value.hex() for value in got.tolist()] == [
         float.fromhex(text).hex() for text in APPENDIX_B_CENTRED
@@ -148,14 +148,14 @@ def test_dither_words_depend_on_every_input() -> None:
 
 def test_empty_dither() -> None:
     assert dither_words(1, 2, 3, 0).size == 0
-    assert dither_centered(1, 2, 3, 0).size == 0
+    assert dither_centred(1, 2, 3, 0).size == 0
 
 
 @given(seed=seeds, stream=streams, start=positions, count=st.integers(1, 64))
 def test_dither_centred_formula(seed: int, stream: int, start: int, count: int) -> None:
     """c = (x >> 8)·2^-24 − 1/2 exactly, in [−1/2, 1/2), with 24 significant bits."""
     raw = dither_words(seed, stream, start, count).tolist()
-    centred = dither_centered(seed, stream, start, count)
+    centred = dither_centred(seed, stream, start, count)
     assert centred.dtype == np.float64
     assert centred.tolist() == [(word >> 8) * 2.0**-24 - 0.5 for word in raw]
     assert np.all(centred >= -0.5) and np.all(centred < 0.5)
@@ -165,7 +165,7 @@ def test_dither_centred_formula(seed: int, stream: int, start: int, count: int) 
 @pytest.mark.parametrize("prng", GENERATORS)
 def test_dither_centred_is_uniform(prng: Prng) -> None:
     """Over 2^16 values the centred dither has mean ≈ 0 and variance ≈ 1/12."""
-    values = dither_centered(2024, 1, 0, 1 << 16, prng)
+    values = dither_centred(2024, 1, 0, 1 << 16, prng)
     assert abs(values.mean()) < 0.005
     assert abs(values.var() - 1 / 12) < 0.002
 
@@ -199,7 +199,7 @@ def test_dither_words_4x64_appendix_b(start: int, expected: str) -> None:
 
 
 def test_dither_centred_4x64_appendix_b() -> None:
-    got = dither_centered(APPENDIX_B_SEED, APPENDIX_B_STREAM, 0, 4, Prng.PHILOX4X64_10)
+    got = dither_centred(APPENDIX_B_SEED, APPENDIX_B_STREAM, 0, 4, Prng.PHILOX4X64_10)
     assert [value.hex() for value in got.tolist()] == [
         float.fromhex(text).hex() for text in APPENDIX_B_CENTRED_4X64
     ]

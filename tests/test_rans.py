@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from udnc_format import rans
-from udnc_format.coders import compress, decompress
-from udnc_format.constants import Coder
-from udnc_format.errors import CorruptStreamError
+from udnc_format.coding import rans
+from udnc_format.coding.coders import compress, decompress
+from udnc_format.format.constants import Coder
+from udnc_format.format.errors import CorruptStreamError
 
 APPENDIX_BYTES = bytes([0, 1, 0, 2, 0, 0, 1, 0])
 APPENDIX_STREAM = bytes.fromhex("01000200500020001000402d05")

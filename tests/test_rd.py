@@ -15,8 +15,8 @@ from safetensors.numpy import save_file as st_save_file
 
 import udnc_format
 from udnc_format.cli import main
-from udnc_format.constants import Lattice
-from udnc_format.errors import InvalidInputError, MissingDependencyError
+from udnc_format.format.constants import Lattice
+from udnc_format.format.errors import InvalidInputError, MissingDependencyError
 from udnc_format.rd import (
     compare_set,
     curves_of,

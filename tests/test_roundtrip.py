@@ -16,7 +16,6 @@ from conftest import (
     QUANTIZABLE_DTYPES,
     as_dtype,
     assert_within_quantizer_bound,
-    chunk_spans,
     dimension,
     info_of,
     lay_out,
@@ -28,12 +27,13 @@ from conftest import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
+from udnc_conformance.surgery import chunk_spans
 
 import udnc_format
-from udnc_format.constants import Coder, Dtype, Lattice, Prng
-from udnc_format.dtypes import NUMPY_DTYPES
-from udnc_format.header import ChunkRef, LatticeParams, StreamRef, TensorEntry
-from udnc_format.symbols import deserialize
+from udnc_format.coding.symbols import deserialize
+from udnc_format.format.constants import Coder, Dtype, Lattice, Prng
+from udnc_format.format.dtypes import NUMPY_DTYPES
+from udnc_format.format.header import ChunkRef, LatticeParams, StreamRef, TensorEntry
 
 DTYPES = list(NUMPY_DTYPES)
 MULTI_BYTE = [d for d in DTYPES if NUMPY_DTYPES[d].itemsize > 1]

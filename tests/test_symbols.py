@@ -8,8 +8,7 @@ from conftest import spec_serialize
 from hypothesis import given
 from hypothesis import strategies as st
 
-from udnc_format.errors import CorruptStreamError
-from udnc_format.symbols import (
+from udnc_format.coding.symbols import (
     deserialize,
     pack_bits,
     serialize,
@@ -17,6 +16,7 @@ from udnc_format.symbols import (
     unzigzag,
     zigzag,
 )
+from udnc_format.format.errors import CorruptStreamError
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 WIDTHS = [1, 2, 4, 8]

@@ -15,20 +15,22 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import TRELLISES, edit_header_body, info_of, lay_out
+from conftest import TRELLISES, info_of, lay_out
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file as st_load_file
 from safetensors.numpy import save_file as st_save_file
+from udnc_conformance.surgery import edit_body
 
 import udnc_format
 from udnc_format.cli import main
-from udnc_format.constants import Dtype, Lattice, Prng
-from udnc_format.encoder import SQNR_TOLERANCE_DB, EncodeOptions, encode_quantized
-from udnc_format.lattices import get_lattice
-from udnc_format.philox import dither_centered
-from udnc_format.quantizer import QuantizedTensor, quantize
-from udnc_format.trellis import Trellis
+from udnc_format.codec.encoder import SQNR_TOLERANCE_DB, EncodeOptions, encode_quantized
+from udnc_format.codec.quantizer import quantize
+from udnc_format.coding.lattices import get_lattice
+from udnc_format.coding.lattices.trellis import Trellis
+from udnc_format.coding.philox import dither_centred
+from udnc_format.coding.quantized import QuantizedTensor
+from udnc_format.format.constants import Dtype, Lattice, Prng
 
 # spec §6.8: lattice -> (identifier, memory ν, parity delays J).
 SPEC_TRELLIS = {
@@ -362,7 +364,7 @@ def test_round_trip_decodes_the_spec_values(name, dtype, prng, prune, chunk_weig
     levels = np.array(spec_levels(symbols.tolist(), name), dtype=np.int64)
     centred = np.zeros(kept)
     if prng is not None:
-        centred = dither_centered(99, q.dither_stream, 0, kept, Prng[prng.upper()])
+        centred = dither_centred(99, q.dither_stream, 0, kept, Prng[prng.upper()])
     expected = np.zeros(weights.size, dtype=dt)
     expected[mask] = spec_decoded(levels, centred, q.scale, dt)
     assert out.reshape(-1).tobytes() == expected.tobytes()
@@ -404,14 +406,14 @@ def with_lattice(data: bytes, value: int) -> bytes:
     def edit(body) -> None:
         body.tensors[0].body.lattice = value
 
-    return edit_header_body(data, edit)
+    return edit_body(data, edit)
 
 
 def with_chunk_vectors(data: bytes, count: int) -> bytes:
     def edit(body) -> None:
         body.tensors[0].body.chunk_vectors = count
 
-    return edit_header_body(data, edit)
+    return edit_body(data, edit)
 
 
 @pytest.mark.parametrize("name", TRELLISES)

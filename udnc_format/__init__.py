@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 
 from .adapters import available_adapters, get_adapter, register_adapter
-from .constants import VERSION_MAJOR, VERSION_MINOR, Coder, Dtype, Lattice
-from .encoder import EncodeOptions, encode_tensors
-from .errors import (
+from .codec.encoder import EncodeOptions, encode_tensors
+from .codec.reader import TensorInfo, UDNCFile
+from .codec.writer import assemble_bytes, write_file
+from .format.constants import VERSION_MAJOR, VERSION_MINOR, Coder, Dtype, Lattice
+from .format.errors import (
     AdapterError,
     BadMagicError,
     ChecksumError,
@@ -40,9 +42,7 @@ from .errors import (
     UnsupportedVersionError,
     WriteError,
 )
-from .limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY
-from .reader import TensorInfo, UDNCFile
-from .writer import assemble_bytes, write_file
+from .format.limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY
 
 __version__ = "0.1.0"
 FORMAT_VERSION = (VERSION_MAJOR, VERSION_MINOR)
@@ -96,7 +96,7 @@ def load(
     [0, 1, 2]
     >>> load(save({"b": np.arange(3, dtype=np.int64)}), max_tensor_bytes=16)
     Traceback (most recent call last):
-    udnc_format.errors.LimitError: <bytes>: tensor 'b': declares 24 decoded bytes, over the ...
+    udnc_format.format.errors.LimitError: <bytes>: tensor 'b': declares 24 decoded bytes, ...
     """
     limits = _limits(max_tensor_bytes, max_header_bytes, max_total_bytes)
     with UDNCFile(data, **limits, threads=threads) as handle:

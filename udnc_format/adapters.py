@@ -24,7 +24,7 @@ True
 >>> get_adapter("no-such-framework")
 Traceback (most recent call last):
 ...
-udnc_format.errors.AdapterError: no adapter named 'no-such-framework'; available: ...
+udnc_format.format.errors.AdapterError: no adapter named 'no-such-framework'; available: ...
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import importlib.util
 import sys
 from typing import Any
 
-from .errors import AdapterError
+from .format.errors import AdapterError
 
 ENTRY_POINT_GROUP = "udnc_format.adapters"
 REQUIRED_FUNCTIONS = ("save", "save_file", "load", "load_file")

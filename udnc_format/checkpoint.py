@@ -13,14 +13,14 @@ from typing import IO
 
 import numpy as np
 
-from .constants import DECODE_BATCH_BYTES
-from .encoder import EncodedTensor
-from .errors import InvalidInputError, LimitError, TensorNotFoundError, UDNCError, WriteError
-from .fileio import describe, read_index
-from .header import TensorEntry
-from .limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY, Limits
-from .reader import TensorInfo, UDNCFile
-from .writer import Assembler, atomic_write, create_temporary, remove_all
+from .codec.encoder import EncodedTensor
+from .codec.reader import TensorInfo, UDNCFile
+from .codec.writer import Assembler, atomic_write, create_temporary, remove_all
+from .format.constants import DECODE_BATCH_BYTES
+from .format.errors import InvalidInputError, LimitError, TensorNotFoundError, UDNCError, WriteError
+from .format.fileio import describe, read_index
+from .format.header import TensorEntry
+from .format.limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY, Limits
 
 INDEX_SUFFIX = ".index.json"
 INDEX_FORMAT = "udnc-index"

@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields, replace
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -24,8 +25,11 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .checkpoint import Checkpoint, index_path, write_shards
-from .coders import DEFAULT_LEVELS, LEVEL_RANGES
-from .constants import (
+from .codec.encoder import EncodeOptions, encode_tensors
+from .codec.reader import TensorInfo
+from .codec.writer import write_file
+from .coding.coders import DEFAULT_LEVELS, LEVEL_RANGES
+from .format.constants import (
     DEFAULT_PRNG,
     DEFAULT_RD_LATTICES,
     DEFAULT_RD_SQNRS,
@@ -37,9 +41,8 @@ from .constants import (
     Lattice,
     Prng,
 )
-from .encoder import EncodeOptions, encode_tensors
-from .errors import MissingDependencyError, OptionError, UDNCError, WriteError
-from .limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY
+from .format.errors import MissingDependencyError, OptionError, UDNCError, WriteError
+from .format.limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY
 from .rate import sqnr_for_bits
 from .rd import (
     ALLOCATIONS,
@@ -49,10 +52,8 @@ from .rd import (
     rd_sweep,
     settings_for,
 )
-from .reader import TensorInfo
 from .safetensors_io import TensorSpec, iter_checkpoint, write_safetensors
 from .shards import compress_sharded
-from .writer import write_file
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
 T = TypeVar("T")
@@ -364,14 +365,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_conformance(args: argparse.Namespace) -> int:
+def run_conformance(argv: Sequence[str]) -> int:
+    """``udnc conformance ARGS``: the conformance runner with its own command line."""
     # Imported here: compressing and decompressing do not need the suite.
     try:
-        from udnc_conformance.runner import run_args
+        from udnc_conformance.runner import main as runner_main
     except ImportError as exc:
         print(f"udnc conformance: the conformance suite is not installed: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return int(run_args(args))
+    return runner_main(argv, prog="udnc conformance")
 
 
 def _rd_table(points: Sequence[RDPoint]) -> list[str]:
@@ -699,48 +701,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_rd_command(commands, common)
 
-    conformance = commands.add_parser(
+    # Listed here; its options are the runner's own (udnc_conformance.runner.build_parser), and
+    # main hands it everything after the word (udnc conformance --help shows them).
+    commands.add_parser(
         "conformance",
         help="run the conformance suite against a decoder or an encoder",
-        description="Run the .udnc conformance suite (spec/IMPLEMENTERS.md). Exit codes: 0 every "
-        "case passed, 1 some case failed, 2 usage error.",
-        formatter_class=_DefaultsFormatter,
+        add_help=False,
     )
-    conformance.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="print only the failing cases and the summary",
-    )
-    implementation = conformance.add_mutually_exclusive_group(required=True)
-    implementation.add_argument(
-        "--decoder",
-        metavar="CMD",
-        help="decoder run as: CMD INPUT.udnc OUTPUT.safetensors ('reference': udnc_format)",
-    )
-    implementation.add_argument(
-        "--encoder",
-        metavar="CMD",
-        help="encoder run as: CMD INPUT.safetensors OUTPUT.udnc OPTIONS.json ('reference')",
-    )
-    conformance.add_argument(
-        "--profile", default="full", choices=["baseline", "full"], help="the cases to run"
-    )
-    conformance.add_argument(
-        "--vectors", metavar="DIR", help="test vectors (default: the suite's conformance/vectors)"
-    )
-    conformance.add_argument("--results", metavar="FILE", help="write per-case results as JSON")
-    conformance.add_argument(
-        "--timeout", type=_positive_float, default=60.0, metavar="S", help="seconds per case"
-    )
-    conformance.add_argument(
-        "--case", action="append", metavar="GLOB", help="run only matching case ids (repeatable)"
-    )
-    conformance.add_argument(
-        "-j", "--jobs", type=_positive_int, default=1, metavar="N", help="cases run at once"
-    )
-    conformance.set_defaults(run=cmd_conformance)
     return parser
 
 
@@ -767,24 +734,29 @@ def version_text() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``udnc`` command."""
-    args = build_parser().parse_args(argv)
-    if hasattr(args, "check"):
-        try:
-            args.check(args)
-        except OptionError as exc:  # an invalid option value: a usage error (exit 2)
-            args.parser.error(f"{_flag(exc.option)}: {exc}")
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] == ["conformance"]:
+        command, run = "conformance", partial(run_conformance, words[1:])
+    else:
+        args = build_parser().parse_args(words)
+        if hasattr(args, "check"):
+            try:
+                args.check(args)
+            except OptionError as exc:  # an invalid option value: a usage error (exit 2)
+                args.parser.error(f"{_flag(exc.option)}: {exc}")
+        command, run = args.command, partial(args.run, args)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
-        return int(args.run(args))
+        return int(run())
     except UDNCError as exc:
-        print(f"udnc {args.command}: {exc}", file=sys.stderr)
+        print(f"udnc {command}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"udnc {args.command}: interrupted", file=sys.stderr)
+        print(f"udnc {command}: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
     except Terminated:
-        print(f"udnc {args.command}: terminated", file=sys.stderr)
+        print(f"udnc {command}: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -9,8 +9,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from .encoder import EncodedTensor, EncodeOptions, encode_tensors
-from .errors import InvalidInputError
+from .codec.encoder import EncodedTensor, EncodeOptions, encode_tensors
+from .format.errors import InvalidInputError
 
 # --bits lands within this relative distance of the request (the issue allows 2 %).
 BITS_TOLERANCE = 0.005

@@ -37,13 +37,13 @@ from typing import Any
 import numpy as np
 
 from .checkpoint import Checkpoint
-from .constants import DEFAULT_RD_LATTICES, DEFAULT_RD_SQNRS, Coder, Lattice
-from .encoder import EncodeOptions, encode_tensors, sqnr_db
-from .errors import InvalidInputError, MissingDependencyError
-from .lattices import get_lattice
-from .quantizer import squared_norm, sum_of_squares
+from .codec.encoder import EncodeOptions, encode_tensors, sqnr_db
+from .codec.quantizer import squared_norm, sum_of_squares
+from .codec.writer import atomic_write, write_file
+from .coding.lattices import get_lattice
+from .format.constants import DEFAULT_RD_LATTICES, DEFAULT_RD_SQNRS, Coder, Lattice
+from .format.errors import InvalidInputError, MissingDependencyError
 from .safetensors_io import TensorSpec, iter_checkpoint
-from .writer import atomic_write, write_file
 
 ALLOCATIONS = ("step", "sqnr", "roles")
 _BLOCK = 1 << 20  # elements per block of the error sums (no full-size float64 temporaries)
@@ -166,7 +166,7 @@ def global_step(compared: CompareSet, lattice: Lattice, sqnr: float) -> float:
     """The one step Δ that gives the dithered quantizer the global SQNR ``sqnr``: its error per
     weight is G(Λ)·Δ² whatever the weights, so Δ² = (Σw² / N) · 10^(−SQNR/10) / G(Λ).
 
-    >>> from udnc_format.constants import Dtype
+    >>> from udnc_format.format.constants import Dtype
     >>> unit_power = CompareSet((TensorSpec("w", Dtype.F32, (10, 10)),), energy=100.0)
     >>> round(global_step(unit_power, Lattice.Z1, 10 * math.log10(12)), 9)  # Δ²/12 = 1/12
     1.0

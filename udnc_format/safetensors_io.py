@@ -18,11 +18,11 @@ from typing import IO, Any
 
 import numpy as np
 
-from .constants import Dtype
-from .dtypes import NUMPY_DTYPES, itemsize, little_endian_view
-from .errors import InvalidInputError
-from .fileio import describe, open_regular, parse_json, read_array, read_index
-from .writer import atomic_write
+from .codec.writer import atomic_write
+from .format.constants import Dtype
+from .format.dtypes import NUMPY_DTYPES, itemsize, little_endian_view
+from .format.errors import InvalidInputError
+from .format.fileio import describe, open_regular, parse_json, read_array, read_index
 
 _LENGTH_SIZE = 8
 _MAX_HEADER = 100 << 20  # the safetensors library's own limit

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import shard_name, write_index
-from .encoder import EncodeOptions, encode_tensors
-from .errors import InvalidInputError
-from .parallel import available_cores
+from .codec.encoder import EncodeOptions, encode_tensors
+from .codec.parallel import available_cores
+from .codec.writer import write_file
+from .format.errors import InvalidInputError
 from .safetensors_io import checkpoint_files, iter_checkpoint
-from .writer import write_file
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from types import ModuleType
 from typing import NamedTuple
 
 from udnc_format import UDNCFile
-from udnc_format.errors import AdapterError, InvalidInputError, ModelMismatchError
+from udnc_format.format.errors import AdapterError, InvalidInputError, ModelMismatchError
 
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview
 

@@ -48,8 +48,7 @@ from typing import Any
 import numpy as np
 
 from udnc_format import UDNCFile
-from udnc_format.constants import MAX_CODEBOOK_SIZE, Dtype, Prng
-from udnc_format.encoder import (
+from udnc_format.codec.encoder import (
     EncodedTensor,
     EncodeOptions,
     dither_stream_for,
@@ -57,9 +56,10 @@ from udnc_format.encoder import (
     encode_tensor,
     quantize_tensor,
 )
-from udnc_format.errors import InvalidInputError
-from udnc_format.quantizer import QuantizedTensor, centred_dither
-from udnc_format.writer import write_file
+from udnc_format.codec.writer import write_file
+from udnc_format.coding.quantized import QuantizedTensor, centred_dither
+from udnc_format.format.constants import MAX_CODEBOOK_SIZE, Dtype, Prng
+from udnc_format.format.errors import InvalidInputError
 
 from ._common import check_fit, import_framework
 from .torch import from_numpy, to_numpy

@@ -43,9 +43,9 @@ import numpy as np
 
 import udnc_format
 from udnc_format import UDNCFile
-from udnc_format.constants import Dtype
-from udnc_format.dtypes import NUMPY_DTYPES
-from udnc_format.errors import AdapterError, DuplicateNameError, InvalidInputError
+from udnc_format.format.constants import Dtype
+from udnc_format.format.dtypes import NUMPY_DTYPES
+from udnc_format.format.errors import AdapterError, DuplicateNameError, InvalidInputError
 
 from ._common import check_fit, import_framework, install_command
 

@@ -27,7 +27,7 @@ import numpy as np
 
 import udnc_format
 from udnc_format import UDNCFile
-from udnc_format.errors import InvalidInputError
+from udnc_format.format.errors import InvalidInputError
 
 from ._common import (
     LoadResult,

@@ -48,18 +48,19 @@ if str(ROOT) not in sys.path:  # runnable from a checkout without installing the
     sys.path.insert(0, str(ROOT))
 
 import udnc_format  # noqa: E402
-from udnc_format import coders  # noqa: E402
-from udnc_format.constants import Coder, Dtype, Lattice  # noqa: E402
-from udnc_format.encoder import EncodeOptions, chunk_vectors_for  # noqa: E402
-from udnc_format.lattices import get_lattice  # noqa: E402
-from udnc_format.quantizer import QuantizedTensor, quantize, sum_of_squares  # noqa: E402
-from udnc_format.symbols import (  # noqa: E402
+from udnc_format.codec.encoder import EncodeOptions, chunk_vectors_for  # noqa: E402
+from udnc_format.codec.quantizer import quantize, sum_of_squares  # noqa: E402
+from udnc_format.coding import coders  # noqa: E402
+from udnc_format.coding.lattices import get_lattice  # noqa: E402
+from udnc_format.coding.quantized import QuantizedTensor  # noqa: E402
+from udnc_format.coding.symbols import (  # noqa: E402
     FIELD_WIDTHS,
     deserialize,
     pack_bits,
     serialize,
     zigzag,
 )
+from udnc_format.format.constants import Coder, Dtype, Lattice  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RATES = (2.0, 3.0, 4.0, 5.0, 6.0)
@@ -492,7 +493,7 @@ def zstd_plain(level: int) -> Callable[[bytes], bytes]:
 
 
 def zstd_reference(level: int) -> Callable[[bytes], bytes]:
-    """The reference encoder's zstd frames (udnc_format.coders.compress) at ``level``."""
+    """The reference encoder's zstd frames (udnc_format.coding.coders.compress) at ``level``."""
     return lambda data: coders.compress(Coder.ZSTD, data, level)
 
 
@@ -906,14 +907,14 @@ def markdown(results: dict[str, Any]) -> str:
         f"- **Reference encoder**: `udnc_format.save` as it is at commit {results['commit']}: "
         "symbol values packed in fields of 1, 2, 4 or 8 bits with escapes (spec §6.2; the "
         "encoder picks the width per tensor, on a sample spread over it), each chunk of 2^20 "
-        f"weights compressed with zstd ({REF_PARAMETERS}, `udnc_format.coders`). "
+        f"weights compressed with zstd ({REF_PARAMETERS}, `udnc_format.coding.coders`). "
         "Other coders at their default levels: "
         + ", ".join(f"{k} {v}" for k, v in results["default_levels"].items() if k != "raw")
         + "."
     )
     add(
         "- **Symbols**: the integers the encoder stores (spec §6.2, §6.3), obtained with "
-        "`udnc_format.quantizer.quantize` exactly as the reference encoder calls it (seed 0, "
+        "`udnc_format.codec.quantizer.quantize` exactly as the reference encoder calls it (seed 0, "
         "dither stream = the tensor's index); Z^n: the coordinates; A2: (X, ⌊Y/2⌋); D4 and E8: "
         "the coordinates with the last one's implied parity dropped (halved); E8 also stores one "
         "coset bit per vector."
@@ -1012,7 +1013,8 @@ def markdown(results: dict[str, Any]) -> str:
         "reference encoder's chunks and is checked equal to the file's). Format: *current*, a "
         "decoder of the current format reads it (an encoder choice); *change*, it needs a format "
         "change; *previous*, the v1.0 draft's serialization. `ref-zstd-L` is "
-        "`udnc_format.coders.compress` at level L (the reference frame parameters); `zstd-L` "
+        "`udnc_format.coding.coders.compress` at level L (the reference frame parameters); "
+        "`zstd-L` "
         "is zstd's own parameters for level L. Slow ones run on MiniLM for the dithered Z1 and "
         "E8 only."
     )

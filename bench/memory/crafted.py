@@ -36,13 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from udnc_conformance.generate import Item, assemble, stored_stream
+from udnc_conformance.mini_encoder import Item, assemble, stored_stream
 
-from udnc_format.constants import Coder, Dtype, Lattice, Prng, Serialization
-from udnc_format.dtypes import itemsize
-from udnc_format.header import LatticeParams, TensorEntry
-from udnc_format.lattices import get_lattice
-from udnc_format.limits import declared_bytes
+from udnc_format.coding.lattices import get_lattice
+from udnc_format.format.constants import Coder, Dtype, Lattice, Prng, Serialization
+from udnc_format.format.dtypes import itemsize
+from udnc_format.format.header import LatticeParams, TensorEntry
+from udnc_format.format.limits import declared_bytes
 
 MIB = 1 << 20
 TARGET_MB_S = 20.0
@@ -259,7 +259,7 @@ def measure(data: bytes, threads: int) -> tuple[float, int]:
 
 def _path() -> str:
     """Which kernels decode: "native" or "numpy"."""
-    from udnc_format import kernels
+    from udnc_format.coding import kernels
 
     return "native" if kernels.active() else "numpy"
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from udnc_format.constants import Dtype
+from udnc_format.format.constants import Dtype
 from udnc_format.safetensors_io import TensorSpec, write_safetensors
 
 MIB = 1 << 20

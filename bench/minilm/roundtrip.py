@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from udnc_format.constants import DEFAULT_SQNR_DB
+from udnc_format.format.constants import DEFAULT_SQNR_DB
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"

@@ -59,9 +59,9 @@ from lenet5_mnist import (
 from udnc_adapters.finetune import QuantizedModel
 
 import udnc_format
-from udnc_format.encoder import EncodedTensor, EncodeOptions, encode_quantized, encode_tensor
-from udnc_format.quantizer import QuantizedTensor
-from udnc_format.writer import assemble_bytes, write_file
+from udnc_format.codec.encoder import EncodedTensor, EncodeOptions, encode_quantized, encode_tensor
+from udnc_format.codec.writer import assemble_bytes, write_file
+from udnc_format.coding.quantized import QuantizedTensor
 
 HERE = Path(__file__).resolve().parent
 COMMAND = "nice -n 10 python bench/paper/run.py"

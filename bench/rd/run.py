@@ -45,8 +45,8 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from udnc_format.coders import DEFAULT_LEVELS
-from udnc_format.constants import Coder, Lattice
+from udnc_format.coding.coders import DEFAULT_LEVELS
+from udnc_format.format.constants import Coder, Lattice
 from udnc_format.rd import (
     RDPoint,
     RDSetting,

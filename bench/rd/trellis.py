@@ -1,7 +1,7 @@
 """Choosing the trellises of spec §6.8: every parity-delay set J for each memory ν, measured.
 
 For each ν and each J ⊆ {1 … ν−1} (h1 of Ungerboeck's parity check, h0 = 1 + D^ν), the
-reference encoder's search (udnc_format.trellis.Trellis.search) quantizes a Laplace(0, 1)
+reference encoder's search (coding.lattices.trellis.Trellis.search) quantizes a Laplace(0, 1)
 source at two steps (about 4.6 and 5.6 bits/weight). The figure of merit is the gain in
 zeroth-order entropy over rounding to Z at the same SQNR (interpolated on a dense Z curve), in
 bits/weight, summed over the two steps. Writes trellis.md (and trellis.json) with the best five
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from udnc_format.constants import TRELLIS_DELAYS, TRELLIS_LATTICE_BASE, TRELLIS_SEGMENT
-from udnc_format.trellis import Trellis
+from udnc_format.coding.lattices.trellis import Trellis
+from udnc_format.format.constants import TRELLIS_DELAYS, TRELLIS_LATTICE_BASE, TRELLIS_SEGMENT
 
 STEPS = (0.12, 0.06)  # in units of the Laplace scale: about 4.6 and 5.6 bits/weight
 

@@ -2,7 +2,7 @@
 
     nice -n 10 python bench/speed/kernels.py        # writes kernels.json and kernels.md here
 
-Each row times the same work on both paths (``udnc_format.kernels.using``), best of the
+Each row times the same work on both paths (``udnc_format.coding.kernels.using``), best of the
 repeats, in CPU seconds of one thread (the per-core speed, which the machine's load moves less
 than wall time), and checks that both paths gave the same bytes. MB/s are MB of float32
 weights (output for decoding, input for encoding). The last rows are whole decodes and encodes
@@ -27,11 +27,12 @@ import numpy as np
 from safetensors.numpy import load_file
 
 import udnc_format
-from udnc_format import coders, decoder, kernels
-from udnc_format.constants import Dtype, Lattice, Prng
-from udnc_format.lattices import get_lattice
-from udnc_format.reader import UDNCFile
-from udnc_format.symbols import zigzag
+from udnc_format.codec import decoder
+from udnc_format.codec.reader import UDNCFile
+from udnc_format.coding import coders, kernels
+from udnc_format.coding.lattices import get_lattice
+from udnc_format.coding.symbols import zigzag
+from udnc_format.format.constants import Dtype, Lattice, Prng
 
 HERE = Path(__file__).resolve().parent
 TCQ = {"lattice": "TCQ256", "dither": False, "coder": "rans"}

@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 
 import udnc_format
-from udnc_format.constants import HEADER_CRC_SIZE, PREAMBLE_SIZE, Coder, Encoding
+from udnc_format.format.constants import HEADER_CRC_SIZE, PREAMBLE_SIZE, Coder, Encoding
 
-from .generate import chunk_spans, header_length, refresh_chunk_crcs, with_header_crc
+from .surgery import chunk_spans, header_length, refresh_chunk_crcs, with_header_crc
 
 # Fields whose content the spec tells a decoder to ignore, with the clause that says so.
 IGNORED = {
@@ -219,7 +219,7 @@ def _repaired(data: bytes) -> bytes:
     try:
         return refresh_chunk_crcs(data)
     except Exception:  # the flip broke the header's structure: its CRC alone
-        return with_header_crc(data) if len(data) >= PREAMBLE_SIZE else data
+        return with_header_crc(data)
 
 
 def problems(table: dict[str, Counter[str]], repair: bool) -> int:

@@ -9,59 +9,47 @@ helpers, so the files are made the same deterministic way.
 from __future__ import annotations
 
 import lzma
-import sys
 import zlib
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-# ``python -m udnc_conformance.generate`` runs the generator as __main__: let this module's
-# import of it find that running module rather than execute a second copy, which would import
-# this module again while it is only half made.
-_main = sys.modules.get("__main__")
-if getattr(getattr(_main, "__spec__", None), "name", None) == f"{__package__}.generate":
-    sys.modules.setdefault(f"{__package__}.generate", _main)  # type: ignore[arg-type]
+from udnc_format.coding import rans
+from udnc_format.coding.lattices import get_lattice
+from udnc_format.coding.philox import dither_centred
+from udnc_format.format import layout
+from udnc_format.format.constants import Coder, Dtype, Lattice
+from udnc_format.format.header import ChunkRef, StreamRef, TensorEntry
 
-from udnc_format import layout, rans  # noqa: E402
-from udnc_format.constants import Coder, Dtype, Lattice  # noqa: E402
-from udnc_format.header import ChunkRef, StreamRef, TensorEntry  # noqa: E402
-from udnc_format.lattices import get_lattice  # noqa: E402
-from udnc_format.philox import dither_centered  # noqa: E402
-
-from .generate import (  # noqa: E402
+from .case import Case, invalid, valid
+from .cases_container import duplicate_metadata_keys
+from .cases_lattices import codebook_size_over_limit, mask_item, masked_file
+from .cases_streams import RANS_EXAMPLE, RANS_EXAMPLE_BYTES, one_passthrough, rans_stream
+from .mini_encoder import (
     MINOR_1_2,
-    RANS_EXAMPLE,
-    RANS_EXAMPLE_BYTES,
     ZSTD_MAGIC,
     Built,
-    Case,
     Item,
     assemble,
     base_file,
-    chunk_spans,
-    codebook_size_over_limit,
-    duplicate_metadata_keys,
-    edit_body,
-    flip,
-    invalid,
     lattice_item,
     make_stream,
-    mask_item,
-    masked_file,
-    one_passthrough,
     passthrough,
+    quantized,
+    weights,
+    zigzag_of,
+)
+from .surgery import (
+    chunk_spans,
+    edit_body,
+    flip,
     patch,
     patch_header,
-    quantized,
-    rans_stream,
     refresh_chunk_crcs,
     set_chunk,
     set_tensor,
     tensor_body,
-    valid,
-    weights,
-    zigzag_of,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -76,7 +64,7 @@ def a2_f64_dither_case() -> Built:
     item = quantized("w", array, lattice=Lattice.A2, scale=scale, seed=seed, stream=stream)
     codec = get_lattice(Lattice.A2)
     vectors = array.size // 2
-    centred = dither_centered(seed, stream, 0, vectors * 2).reshape(vectors, 2)
+    centred = dither_centred(seed, stream, 0, vectors * 2).reshape(vectors, 2)
     targets = array.reshape(vectors, 2) / scale + codec.offsets(centred)
     _, symbols = codec.closest(targets)
     y = 2 * symbols[:, 1] + symbols[:, 0] % 2
@@ -260,7 +248,7 @@ def _mask_codebook_item(**options: Any) -> Item:
 
 
 def _parsed_lattice(data: bytes) -> Any:
-    """Tensor 0's lattice descriptor, parsed from the header (udnc_format.layout)."""
+    """Tensor 0's lattice descriptor, parsed from the header (udnc_format.format.layout)."""
     length = int.from_bytes(data[12:16], "little")
     return layout.HeaderBody.parse(data[16 : 16 + length]).tensors[0].body
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import udnc_format
-from udnc_format.errors import InvalidInputError, UDNCError
+from udnc_format.format.errors import InvalidInputError, UDNCError
 from udnc_format.safetensors_io import TensorSpec, iter_checkpoint, write_safetensors
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2

@@ -686,7 +686,7 @@ def select_encoder_cases(profile: str, patterns: Sequence[str] = ()) -> list[Enc
 def _write_safetensors(
     path: Path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]
 ) -> None:
-    from udnc_format.dtypes import dtype_of
+    from udnc_format.format.dtypes import dtype_of
     from udnc_format.safetensors_io import TensorSpec, write_safetensors
 
     specs = [TensorSpec(n, dtype_of(a, n), tuple(a.shape)) for n, a in tensors.items()]
@@ -741,7 +741,7 @@ def kept_mask(data: bytes, entry: Any) -> np.ndarray | None:
     """The mask of kept weights of ``entry`` (a header TensorEntry) read from the file's mask
     stream with the coders alone, not with the tensor decoder (None without one); the chunks
     must be known sound (the file decoded already)."""
-    from udnc_format.coders import decompress
+    from udnc_format.coding.coders import decompress
 
     q = entry.quantized
     if q is None or q.mask is None:
@@ -1097,8 +1097,75 @@ def run(
     return EXIT_PASSED if failed == 0 else EXIT_FAILED
 
 
+def _number(kind: Callable[[str], float], least: float, what: str) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)``, finite and at least ``least``, else a usage error."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not (value >= least and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
+def build_parser(prog: str = "udnc conformance") -> argparse.ArgumentParser:
+    """The runner's command line, the same as ``udnc conformance`` (which delegates to it)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Run the .udnc conformance suite (spec/IMPLEMENTERS.md). Exit codes: 0 every "
+        "case passed, 1 some case failed, 2 usage error.",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="print only the failing cases and the summary"
+    )
+    implementation = parser.add_mutually_exclusive_group(required=True)
+    implementation.add_argument(
+        "--decoder",
+        metavar="CMD",
+        help="decoder run as: CMD INPUT.udnc OUTPUT.safetensors ('reference': udnc_format)",
+    )
+    implementation.add_argument(
+        "--encoder",
+        metavar="CMD",
+        help="encoder run as: CMD INPUT.safetensors OUTPUT.udnc OPTIONS.json ('reference')",
+    )
+    parser.add_argument(
+        "--profile",
+        default=DEFAULT_PROFILE,
+        choices=PROFILES,
+        help=f"the cases to run (default: {DEFAULT_PROFILE})",
+    )
+    parser.add_argument(
+        "--vectors", metavar="DIR", help="test vectors (default: the suite's conformance/vectors)"
+    )
+    parser.add_argument("--results", metavar="FILE", help="write per-case results as JSON")
+    parser.add_argument(
+        "--timeout",
+        type=_number(float, math.ulp(0.0), "a positive number of seconds"),
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help=f"seconds per case (default: {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--case", action="append", metavar="GLOB", help="run only matching case ids (repeatable)"
+    )
+    parser.add_argument(
+        "-j",
+        "--jobs",
+        type=_number(int, 1, "a positive integer"),
+        default=1,
+        metavar="N",
+        help="cases run at once (default: 1)",
+    )
+    return parser
+
+
 def run_args(args: argparse.Namespace) -> int:
-    """``udnc conformance``: run from the parsed command line; usage errors exit 2."""
+    """Run from the parsed command line (:func:`build_parser`); usage errors exit 2."""
     try:
         return run(
             decoder=args.decoder,
@@ -1116,11 +1183,10 @@ def run_args(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m udnc_conformance.runner ARGS`` is ``udnc conformance ARGS``."""
-    from udnc_format.cli import main as cli_main
-
-    return cli_main(["conformance", *(sys.argv[1:] if argv is None else argv)])
+def main(argv: Sequence[str] | None = None, prog: str = "udnc conformance") -> int:
+    """``python -m udnc_conformance.runner ARGS``, and ``udnc conformance ARGS``: a bad option
+    exits 2 (SystemExit), as argparse does."""
+    return run_args(build_parser(prog).parse_args(argv))
 
 
 if __name__ == "__main__":

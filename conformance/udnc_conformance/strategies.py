@@ -30,7 +30,6 @@
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,8 +40,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
 import udnc_format
-from udnc_format import layout
-from udnc_format.dtypes import NUMPY_DTYPES
+from udnc_format.format.dtypes import NUMPY_DTYPES
+
+from .surgery import data_start, refresh_chunk_crcs, with_header_crc
 
 DTYPES: dict[str, np.dtype] = {dtype.name: numpy for dtype, numpy in NUMPY_DTYPES.items()}
 QUANTIZABLE = ("F16", "BF16", "F32", "F64")
@@ -193,41 +193,16 @@ def valid_files(
 # Damaged files
 
 
-def with_header_crc(data: bytes) -> bytes:
-    """``data`` with its header CRC recomputed over the preamble and header body it declares
-    (unchanged if the file is too short to hold it)."""
-    end = 16 + int.from_bytes(data[12:16], "little")
-    if len(data) < 16 or end + 4 > len(data):
-        return data
-    return data[:end] + zlib.crc32(data[:end]).to_bytes(4, "little") + data[end + 4 :]
-
-
-def _chunks(body: Any) -> list[Any]:
-    found = []
-    for tensor in body.tensors:
-        if tensor.encoding == 0:
-            found += list(tensor.body.chunks)
-        elif tensor.encoding == 1:
-            for key in ("mask", "codebook", "symbols"):
-                if tensor.body[key] is not None:
-                    found += list(tensor.body[key].chunks)
-    return found
-
-
 def with_all_crcs(data: bytes) -> bytes:
     """``data`` with every chunk CRC recomputed over the bytes at the chunk's place, and the
-    header CRC; unchanged where the header does not parse."""
-    length = int.from_bytes(data[12:16], "little")
+    header CRC; unchanged where the header does not parse or would change size."""
+    if len(data) < data_start(data):
+        return data
     try:
-        body = layout.HeaderBody.parse(data[16 : 16 + length])
-        for chunk in _chunks(body):
-            chunk.crc32 = zlib.crc32(data[chunk.offset : chunk.offset + chunk.stored_length])
-        rebuilt = layout.HeaderBody.build(body)
+        fixed = refresh_chunk_crcs(data)
     except Exception:  # construct raises many kinds; the damaged file stays as it is
         return data
-    if len(rebuilt) != length:
-        return data
-    return with_header_crc(data[:16] + rebuilt + data[16 + length :])
+    return fixed if len(fixed) == len(data) else data
 
 
 @st.composite

@@ -1,6 +1,6 @@
 /* udnc_format._native: the CPython face of kernels.c, over the buffer protocol (no numpy
  * headers). Each function takes its arrays as C-contiguous buffers of the element type the
- * facade (udnc_format/kernels.py) gives them, runs its kernel without the GIL, and returns
+ * facade (udnc_format/coding/kernels.py) gives them, runs its kernel without the GIL, and returns
  * the kernel's status (0: done; 1: the input breaks a rule of the spec; 2: unsupported
  * parameters), or bytes / None for the kernels that make bytes. A buffer of the wrong size is
  * a ValueError: a bug of the caller, not of the input. */
@@ -580,7 +580,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "udnc_format._native",
-    "The native kernels of udnc (udnc_format/native); use them through udnc_format.kernels.", -1,
+    "The native kernels of udnc (udnc_format/native); use them through udnc_format.coding.kernels.", -1,
     methods,
 };
 

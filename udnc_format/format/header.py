@@ -1,5 +1,6 @@
 """The header as frozen dataclasses, converted from and to the construct layout, and every check
-that the header alone allows (spec §3, §4, §9) done before any stream is read."""
+that the header alone allows (spec §3, §4, §8.1 steps 1 to 7, §9) done before any stream is
+read."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import construct
 
 from . import layout
 from .constants import (
+    COSET_BIT_LATTICES,
     HEADER_CRC_SIZE,
+    LATTICE_DIMENSIONS,
     MAGIC,
     MAX_CHUNK_RAW,
     MAX_CODEBOOK_SIZE,
@@ -47,7 +50,6 @@ from .errors import (
     UnsupportedFeatureError,
     UnsupportedVersionError,
 )
-from .lattices import get_lattice
 
 CODEWORD_ITEMSIZE = 4  # spec §6.6: codewords are float32
 
@@ -78,8 +80,71 @@ class StreamRef:
         return sum(chunk.stored_length for chunk in self.chunks)
 
 
+# spec §4.5: the streams of a lattice-coded tensor, in the order their chunks are stored.
+LATTICE_STREAMS = ("mask", "codebook", "symbols")
+
+
+class CodingParams:
+    """What the values of a lattice-coded tensor depend on besides its symbols (spec §4.5):
+    lattice, scale and dither. The base of the header's :class:`LatticeParams` and of the
+    codec's ``QuantizedTensor``, so that both number dither positions the one way of §5.2."""
+
+    lattice: Lattice
+    prng: Prng
+    scale: float
+    seed: int
+    dither_stream: int
+
+    @property
+    def dim(self) -> int:
+        """n, the coordinates of one vector (spec §6.1)."""
+        return LATTICE_DIMENSIONS[self.lattice]
+
+    @property
+    def has_coset_bit(self) -> bool:
+        """Whether the symbols carry a coset bit (spec §6.3: E8)."""
+        return self.lattice in COSET_BIT_LATTICES
+
+    def dither_positions(self, first_vector: int, vectors: int) -> tuple[int, int] | None:
+        """(first position, count) of the dither of vectors ``first_vector ..`` (spec §5.2:
+        coordinate k of vector j is position j·n + k), None without dither."""
+        if self.prng is Prng.NONE:
+            return None
+        return first_vector * self.dim, vectors * self.dim
+
+
 @dataclass(frozen=True)
-class LatticeParams:
+class ChunkShape:
+    """The layout of a symbol chunk (spec §6.2) but for its escapes: a coset bitmap of one bit
+    per vector when ``coset_bitmap``, then ``vectors × per_vector`` fields of ``bits`` bits, the
+    last byte zero-padded; the escape bytes and words follow. Written once, for the header's
+    size check, the decoder (``symbols.SymbolChunk``) and the encoder.
+
+    >>> ChunkShape(vectors=5, per_vector=8, bits=2, coset_bitmap=True).prefix_bytes
+    11
+    """
+
+    vectors: int
+    per_vector: int
+    bits: int
+    coset_bitmap: bool = False
+
+    @property
+    def bitmap_bytes(self) -> int:
+        return -(-self.vectors // 8) if self.coset_bitmap else 0
+
+    @property
+    def fields(self) -> int:
+        return self.vectors * self.per_vector
+
+    @property
+    def prefix_bytes(self) -> int:
+        """The bitmap's and the fields' bytes: the fewest decoded bytes the chunk can have."""
+        return self.bitmap_bytes + -(-self.fields * self.bits // 8)
+
+
+@dataclass(frozen=True)
+class LatticeParams(CodingParams):
     """How a quantized tensor is coded (spec §4.5)."""
 
     lattice: Lattice
@@ -94,29 +159,20 @@ class LatticeParams:
     codebook: StreamRef | None
     symbols: StreamRef
 
-    @property
-    def dim(self) -> int:
-        return get_lattice(self.lattice).dim
-
-    @property
-    def step(self) -> float:
-        """Δ: the cell volume of the scaled lattice is Δ^n (spec §6.1)."""
-        return get_lattice(self.lattice).step_for_scale(self.scale)
-
     def named_streams(self) -> tuple[tuple[str, StreamRef], ...]:
-        """(kind, stream) in file order: mask, codebook, symbols."""
-        pairs = (("mask", self.mask), ("codebook", self.codebook), ("symbols", self.symbols))
+        """(kind, stream) in file order (LATTICE_STREAMS)."""
+        pairs = ((kind, getattr(self, kind)) for kind in LATTICE_STREAMS)
         return tuple((kind, stream) for kind, stream in pairs if stream is not None)
 
     def streams(self) -> tuple[StreamRef, ...]:
         return tuple(stream for _, stream in self.named_streams())
 
-    def min_chunk_raw(self, vectors: int) -> int:
-        """The fewest decoded bytes a symbol chunk of ``vectors`` vectors can have (§6.2)."""
-        codebook = self.codebook is not None
-        bitmap = 0 if codebook or not get_lattice(self.lattice).has_coset_bit else -(-vectors // 8)
-        values = vectors if codebook else vectors * self.dim
-        return bitmap + -(-values * int(self.serialization) // 8)
+    def chunk_shape(self, vectors: int) -> ChunkShape:
+        """The shape of a symbol chunk of ``vectors`` vectors (spec §6.2): codeword indices in
+        codebook mode (§6.6: K > 0), else the lattice symbols with E8's coset bits."""
+        if self.codebook_size > 0:
+            return ChunkShape(vectors, 1, int(self.serialization))
+        return ChunkShape(vectors, self.dim, int(self.serialization), self.has_coset_bit)
 
 
 @dataclass(frozen=True)
@@ -271,7 +327,7 @@ def relocate(entry: TensorEntry, offset: int) -> tuple[TensorEntry, int]:
     q = entry.quantized
     assert q is not None
     moved: dict[str, StreamRef | None] = {}
-    for key in ("mask", "codebook", "symbols"):  # the order of LatticeParams.streams()
+    for key in LATTICE_STREAMS:
         stream = getattr(q, key)
         if stream is not None:
             stream, offset = relocate_stream(stream, offset)
@@ -442,8 +498,8 @@ def chunk_count(vectors: int, chunk_vectors: int) -> int:
 
 
 def check_layout(header: Header, data_start: int, file_size: int) -> None:
-    """spec §9: every declared size agrees with the others and every chunk lies in the data
-    region, without overlap."""
+    """spec §8.1 step 7: every declared size agrees with the others and every chunk lies in the
+    data region, without overlap."""
     extents: list[tuple[int, int, str]] = []
     for entry in header.tensors:
         where = entry.where
@@ -543,9 +599,9 @@ def check_symbol_chunks(q: LatticeParams, vectors: int, where: str) -> None:
     declared sizes bound the tensor before anything is allocated for it."""
     for index, chunk in enumerate(q.symbols.chunks):
         count = min(q.chunk_vectors, vectors - index * q.chunk_vectors)
-        least = q.min_chunk_raw(count)
+        least = q.chunk_shape(count).prefix_bytes
         if chunk.raw_length < least:
             raise LayoutError(
-                f"{where} symbols chunk {index}: declares {chunk.raw_length} decoded bytes, its "
+                f"{where}: symbols chunk {index} declares {chunk.raw_length} decoded bytes, its "
                 f"{count} vectors need at least {least}"
             )

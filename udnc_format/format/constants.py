@@ -141,6 +141,18 @@ TRELLIS_DELAYS: dict[Lattice, tuple[int, ...]] = {
     Lattice.TCQ256: (1, 2, 4, 6, 7),
 }
 TRELLIS_SEGMENT = 4096  # §6.8: the trellis restarts every 4096 kept weights
+# spec §6.1: the dimension n of each lattice, the coordinates of one of its vectors; the trellis
+# lattices are scalar.
+LATTICE_DIMENSIONS: dict[Lattice, int] = {
+    **{Lattice(n): n for n in range(1, 9)},
+    Lattice.A2: 2,
+    Lattice.D4: 4,
+    Lattice.E8: 8,
+    **dict.fromkeys(TRELLIS_DELAYS, 1),
+}
+# spec §6.2, §6.3: the lattices whose symbols carry a coset bit (E8's half-integer coset),
+# stored as the chunk's coset bitmap.
+COSET_BIT_LATTICES = frozenset({Lattice.E8})
 TRELLIS_LATTICE_BASE = 32  # §6.8: a TCQ lattice's value is 32 + ν, ν the trellis memory
 # The reference encoder's weight of rate against squared error (in units of the scale²) in its
 # trellis search: from 0.1 to 0.45 the rate at equal SQNR moves by under 0.002 bit/weight on

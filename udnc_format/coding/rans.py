@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import CorruptStreamError
+from ..format.errors import CorruptStreamError
 
 SCALE_BITS = 15
 TOTAL = 1 << SCALE_BITS  # the frequencies sum to 2^15

@@ -67,8 +67,9 @@ class CorruptStreamError(FormatError):
     kind = "corrupt-stream"
 
 
-class DuplicateNameError(UDNCError):
-    """Two tensors (or two metadata keys) share a name."""
+class DuplicateNameError(FormatError):
+    """Two tensors (or two metadata keys) share a name: in a file's header (spec §8.1 step 6),
+    or in the tensors given to the encoder, which would write such a file."""
 
     kind = "duplicate-name"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import CorruptStreamError
+from ..format.errors import CorruptStreamError
 from .symbols import Buffer, pack_bits
 
 # Elements per block of the bitmap (8 KiB of it) whose kept count is kept.

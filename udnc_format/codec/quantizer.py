@@ -5,66 +5,24 @@ codebook. The encoder is free (spec §8); every choice here is one the decoder c
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
-from . import kernels
-from .constants import (
+from ..coding import kernels
+from ..coding.kernels import round_to_dtype, vector_dither_levels
+from ..coding.lattices import LatticeCodec, get_lattice
+from ..coding.philox import centred_from_levels
+from ..coding.quantized import QuantizedTensor
+from ..format.constants import (
     DEFAULT_PRNG,
     MAX_ABS_COORDINATE,
-    MAX_CODEBOOK_SIZE,
-    TRELLIS_DELAYS,
-    TRELLIS_SEGMENT,
     Dtype,
     Lattice,
     Prng,
 )
-from .errors import InvalidInputError
-from .header import vector_count
-from .kernels import dither_levels, round_to_dtype
-from .lattices import LatticeCodec, get_lattice
+from ..format.errors import InvalidInputError
 from .parallel import SERIAL, Workers
-from .philox import centred_from_levels
-
-
-@dataclass(frozen=True)
-class QuantizedTensor:
-    """A tensor after quantization, before serialization.
-
-    Either ``symbols`` (V, n) int32 lattice symbols, with ``cosets`` (V,) for E8; or, in
-    codebook mode, ``indices`` (V,) into ``codebook`` (K, n) float32 in native lattice units.
-    ``mask`` (N,) bool marks the kept weights (None: all kept).
-    """
-
-    dtype: Dtype
-    shape: tuple[int, ...]
-    lattice: Lattice
-    scale: float
-    prng: Prng
-    seed: int
-    dither_stream: int
-    mask: np.ndarray | None
-    # Σ((w − ŵ)/unit)² over the kept weights as the decoder decodes them, in units of
-    # ``error_unit`` (max |w|), so that neither tiny nor huge weights overflow binary64.
-    squared_error: float = 0.0
-    error_unit: float = 1.0
-    cosets: np.ndarray | None = None
-    symbols: np.ndarray | None = None
-    codebook: np.ndarray | None = None
-    indices: np.ndarray | None = None
-
-    @property
-    def codec(self) -> LatticeCodec:
-        return get_lattice(self.lattice)
-
-    @property
-    def kept(self) -> int:
-        return math.prod(self.shape) if self.mask is None else int(np.count_nonzero(self.mask))
-
-    @property
-    def vectors(self) -> int:
-        return vector_count(self.kept, self.codec.dim)
 
 
 def prune_mask(values: np.ndarray, fraction: float) -> np.ndarray | None:
@@ -114,21 +72,6 @@ def step_for_sqnr(
     return rms * 10.0 ** (-sqnr_db / 20.0) / math.sqrt(codec.second_moment)
 
 
-def dither_levels_of(q: QuantizedTensor, first_vector: int, vectors: int) -> np.ndarray | None:
-    """The 24-bit dither levels (spec §5.3) of vectors ``first_vector ..``, None without
-    dither."""
-    if q.prng is Prng.NONE:
-        return None
-    n = q.codec.dim
-    return dither_levels(q.seed, q.dither_stream, first_vector * n, vectors * n, q.prng)
-
-
-def centred_dither(q: QuantizedTensor, first_vector: int, vectors: int) -> np.ndarray | None:
-    """Centred uniforms c for vectors ``first_vector ..`` (spec §5), or None without dither."""
-    levels = dither_levels_of(q, first_vector, vectors)
-    return None if levels is None else centred_from_levels(levels).reshape(-1, q.codec.dim)
-
-
 def quantize(
     values: np.ndarray,
     *,
@@ -150,11 +93,11 @@ def quantize(
     (in parallel on ``workers``), measuring the error of the decoded values on the way;
     ``prng`` is the dither generator when ``dither``."""
     codec = get_lattice(lattice)
-    if lattice in TRELLIS_DELAYS and block_vectors % TRELLIS_SEGMENT:
+    if block_vectors % codec.segment:
         # Each block is searched from a segment start, as the decoder reads it (spec §6.8).
         raise InvalidInputError(
             f"block_vectors {block_vectors} is not a multiple of the trellis segment "
-            f"{TRELLIS_SEGMENT}"
+            f"{codec.segment}"
         )
     scale = codec.scale_for_step(step)
     if not (math.isfinite(scale) and scale > 0):
@@ -186,7 +129,7 @@ def quantize(
         flat[: part.size] = part
         flat /= scale
         targets = flat.reshape(count, n)
-        levels = dither_levels_of(q, first, count)
+        levels = vector_dither_levels(q, first, count)
         if levels is not None:
             targets += codec.offsets(centred_from_levels(levels).reshape(count, n))
         # Bound the targets before rounding: beyond int64 a rounded value would wrap.
@@ -216,40 +159,4 @@ def quantize(
     squared_error = sum(workers.map(quantize_block, range(0, total, block_vectors)), 0.0)
     return replace(
         q, cosets=cosets, symbols=symbols, squared_error=squared_error, error_unit=error_unit
-    )
-
-
-def with_centroid_codebook(q: QuantizedTensor, values: np.ndarray, name: str) -> QuantizedTensor:
-    """Replace each distinct lattice point by the mean of the targets w/scale + u mapped to it:
-    the MSE-optimal shared vector for the fixed dither, most frequent first (spec §6.6)."""
-    assert q.symbols is not None
-    codec, n = q.codec, q.codec.dim
-    points = codec.points(q.cosets, q.symbols.astype(np.int64))
-    unique, inverse, counts = np.unique(points, axis=0, return_inverse=True, return_counts=True)
-    if unique.shape[0] > MAX_CODEBOOK_SIZE:
-        raise InvalidInputError(
-            f"tensor {name!r}: {unique.shape[0]} distinct vectors exceed the codebook limit "
-            f"{MAX_CODEBOOK_SIZE}; use a larger step"
-        )
-    inverse = inverse.reshape(-1)
-    targets = np.zeros(q.vectors * n)
-    targets[: values.size] = values
-    targets = targets.reshape(-1, n) / q.scale
-    centred = centred_dither(q, 0, q.vectors)
-    if centred is not None:
-        targets += codec.offsets(centred)
-    sums = np.stack(
-        [np.bincount(inverse, weights=targets[:, k], minlength=len(unique)) for k in range(n)],
-        axis=1,
-    )
-    centroids = sums / counts[:, None]
-    order = np.argsort(-counts, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    return replace(
-        q,
-        cosets=None,
-        symbols=None,
-        codebook=centroids[order].astype(np.float32),
-        indices=rank[inverse].astype(np.int32),
     )

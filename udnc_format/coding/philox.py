@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .constants import POSITIONS_PER_BLOCK_4X64, UNIFORM_BITS, Prng
+from ..format.constants import POSITIONS_PER_BLOCK_4X64, UNIFORM_BITS, Prng
 
 PHILOX_M0 = 0xD2511F53
 PHILOX_M1 = 0xCD9E8D57
@@ -20,7 +20,7 @@ PHILOX_W0 = 0x9E3779B9  # golden ratio
 PHILOX_W1 = 0xBB67AE85  # sqrt(3) - 1
 PHILOX_ROUNDS = 10
 WORDS_PER_BLOCK = 4
-# spec §5.2: Philox4x64-10 gives four 64-bit words per block, two 32-bit dither words each.
+# spec §5.4: Philox4x64-10 gives four 64-bit words per block, two 32-bit dither words each.
 _LEVEL_SHIFT = 32 - UNIFORM_BITS
 _MASK32 = np.uint64(0xFFFFFFFF)
 _UNIFORM_SCALE = 2.0**-UNIFORM_BITS  # exact in binary32 and binary64
@@ -86,7 +86,7 @@ def _words_4x64(seed: int, stream: int, start: int, count: int) -> np.ndarray:
     first_block = start // POSITIONS_PER_BLOCK_4X64
     blocks = (start + count - 1) // POSITIONS_PER_BLOCK_4X64 - first_block + 1
     raw = philox4x64_10(first_block, (seed, stream), blocks)
-    # spec §5.2: the low half of a 64-bit word comes first (a view on little-endian machines).
+    # spec §5.4: the low half of a 64-bit word comes first (a view on little-endian machines).
     halves = raw.astype("<u8", copy=False).view("<u4")
     offset = start - first_block * POSITIONS_PER_BLOCK_4X64
     return halves[offset : offset + count]
@@ -98,7 +98,7 @@ _WORDS = {Prng.PHILOX4X32_10: _words_4x32, Prng.PHILOX4X64_10: _words_4x64}
 def dither_words(
     seed: int, stream: int, start: int, count: int, prng: Prng = Prng.PHILOX4X32_10
 ) -> np.ndarray:
-    """The 32-bit words at dither positions ``start .. start+count-1`` (spec §5.2).
+    """The 32-bit words at dither positions ``start .. start+count-1`` (spec §5.2, §5.4).
 
     Philox4x32-10: position t is word ``t mod 4`` of the block with counter ``(t div 4 low,
     t div 4 high, stream, 0)`` under the key ``(seed low, seed high)``. Philox4x64-10: position
@@ -126,12 +126,12 @@ def dither_levels(
     return words
 
 
-def dither_centered(
+def dither_centred(
     seed: int, stream: int, start: int, count: int, prng: Prng = Prng.PHILOX4X32_10
 ) -> np.ndarray:
     """Centred uniforms c = (x >> 8) * 2^-24 - 1/2 in [-1/2, 1/2), as exact binary64 (spec §5.3).
 
-    >>> dither_centered(0, 0, 0, 4).tolist()[:1] == [(0x6627E8D5 >> 8) * 2.0**-24 - 0.5]
+    >>> dither_centred(0, 0, 0, 4).tolist()[:1] == [(0x6627E8D5 >> 8) * 2.0**-24 - 0.5]
     True
     """
     return centred_from_levels(dither_levels(seed, stream, start, count, prng))

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO
 
+from ..format.errors import UDNCError, WriteError
+from ..format.header import Header, TensorEntry, build_header, relocate
 from .encoder import EncodedTensor
-from .errors import UDNCError, WriteError
-from .header import Header, TensorEntry, build_header, relocate
 
 
 class Assembler:

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from .errors import CorruptStreamError
+from ..format.errors import CorruptStreamError
+from ..format.header import ChunkShape
 
 FIELD_WIDTHS = (1, 2, 4, 8)
 SECOND_LEVEL_ESCAPE = 0xFF  # a second-level byte of 255 defers to a u32
@@ -101,16 +102,6 @@ def serialize(values: np.ndarray, bits: int) -> bytes:
     )
 
 
-def chunk_prefix_bytes(vectors: int, values: int, bits: int, coset_bitmap: bool) -> int:
-    """The bytes of a symbol chunk's coset bitmap and fields (spec §6.2): the least its decoded
-    bytes can be, escapes adding to it. ``values`` is the chunk's number of fields.
-
-    >>> chunk_prefix_bytes(vectors=5, values=40, bits=2, coset_bitmap=True)
-    11
-    """
-    return (-(-vectors // 8) if coset_bitmap else 0) + -(-values * bits // 8)
-
-
 # Escaped fields in each byte of packed fields of 1, 2 or 4 bits, to count escapes without
 # unpacking.
 _ESCAPES_IN_BYTE = {
@@ -120,39 +111,44 @@ _ESCAPES_IN_BYTE = {
 
 
 class SymbolChunk:
-    """The decoded bytes of one symbol chunk (spec §6.2), checked on construction: the coset
-    bitmap (one bit per vector when ``coset_bitmap``), the ``vectors × per_vector`` fields of
-    ``bits`` bits with zero padding, one escape byte per escaped field, one escape word per
-    escape byte 255, and nothing after them. Its vectors are then read in blocks of
+    """One symbol chunk (spec §6.2), both ways: :meth:`encode` writes its decoded bytes, the
+    constructor reads them back, checked: the coset bitmap and the fields of its
+    :class:`ChunkShape` with zero padding, one escape byte per escaped field, one escape word
+    per escape byte 255, and nothing after them. Its vectors are then read in blocks of
     ``block_vectors`` (a multiple of 8), so that decoding a chunk holds one block's
     temporaries at a time, whatever the chunk's size.
 
-    >>> chunk = SymbolChunk(bytes.fromhex("e40300ff2a000000"), 5, 1, 2)
-    >>> chunk.values(0).tolist()
-    [0, 1, 2, 3, 300]
+    >>> raw = SymbolChunk.encode(np.array([0, 1, 2, 3, 300], np.uint64), 2)
+    >>> raw.hex(), SymbolChunk(raw, ChunkShape(5, 1, 2)).values(0).tolist()
+    ('e40300ff2a000000', [0, 1, 2, 3, 300])
     """
 
-    def __init__(
-        self,
-        raw: Buffer,
-        vectors: int,
-        per_vector: int,
+    @staticmethod
+    def encode(
+        values: np.ndarray,
         bits: int,
-        *,
-        coset_bitmap: bool = False,
-        block_vectors: int = 1 << 16,
-    ) -> None:
+        cosets: np.ndarray | None = None,
+        serializer: Callable[[np.ndarray, int], bytes] | None = None,
+    ) -> bytes:
+        """The decoded bytes of a chunk: the coset bitmap of ``cosets`` (one bit per vector;
+        None: no bitmap), then the unsigned ``values`` in fields of ``bits`` bits and their
+        escapes, by ``serializer`` (:func:`serialize`, or its native twin)."""
+        bitmap = b"" if cosets is None else pack_bits(cosets)
+        return bitmap + (serializer or serialize)(values, bits)
+
+    def __init__(self, raw: Buffer, shape: ChunkShape, *, block_vectors: int = 1 << 16) -> None:
         assert block_vectors % 8 == 0, block_vectors
+        vectors, per_vector, bits = shape.vectors, shape.per_vector, shape.bits
         self.vectors, self.per_vector, self.bits = vectors, per_vector, bits
         self.block_vectors = block_vectors
         self.blocks = -(-vectors // block_vectors)
         self._data = np.frombuffer(raw, dtype=np.uint8)
         size = self._data.size
-        self._fields_start = -(-vectors // 8) if coset_bitmap else 0
-        self._fields_end = chunk_prefix_bytes(vectors, vectors * per_vector, bits, coset_bitmap)
+        self._fields_start = shape.bitmap_bytes
+        self._fields_end = shape.prefix_bytes
         if size < self._fields_end:
             raise CorruptStreamError(f"chunk holds {size} bytes, needs at least {self._fields_end}")
-        if coset_bitmap:
+        if shape.coset_bitmap:
             _check_padding(self._data, self._fields_start, vectors, 1, "coset bitmap")
         _check_padding(self._data, self._fields_end, vectors * per_vector, bits, "fields")
         # Escapes counted block by block (no chunk-sized temporary): where each block's escape
@@ -264,7 +260,8 @@ def _check_padding(data: np.ndarray, end: int, count: int, bits: int, what: str)
 def deserialize(data: Buffer, start: int, count: int, bits: int, limit: int) -> np.ndarray:
     """Read ``count`` values serialized with fields of ``bits`` bits at ``data[start:]``, which
     must end exactly at the end of ``data``; every value must be below ``limit``."""
-    chunk = SymbolChunk(memoryview(data)[start:], count, 1, bits, block_vectors=_whole(count))
+    shape = ChunkShape(count, 1, bits)
+    chunk = SymbolChunk(memoryview(data)[start:], shape, block_vectors=_whole(count))
     return chunk.values(0, limit) if count else np.zeros(0, np.uint64)
 
 
@@ -274,7 +271,8 @@ def deserialize_symbols(
     """:func:`deserialize` followed by :func:`unzigzag`: the int64 lattice symbols, with every
     value below ``limit`` (which must exceed 255), or written into ``out`` (``count``
     binary64, exact) and returned."""
-    chunk = SymbolChunk(memoryview(data)[start:], count, 1, bits, block_vectors=_whole(count))
+    shape = ChunkShape(count, 1, bits)
+    chunk = SymbolChunk(memoryview(data)[start:], shape, block_vectors=_whole(count))
     if not count:
         return np.zeros(0, np.int64) if out is None else out[:0]
     return chunk.symbols(0, limit, out)
@@ -311,18 +309,18 @@ def _serial_map(function: Callable[[int], tuple[bytes, int]], items: Iterable[in
 def best_field_width_payload(
     values: np.ndarray,
     compress: Callable[[bytes], bytes],
-    prefix: bytes = b"",
+    cosets: np.ndarray | None = None,
     mapper: Callable[[Callable[[int], tuple[bytes, int]], Iterable[int]], list] = _serial_map,
     serializer: Callable[[np.ndarray, int], bytes] = serialize,
 ) -> tuple[int, tuple[bytes, int]]:
-    """The field width whose serialization of ``values`` compresses smallest (the encoder's
-    choice; any width decodes), and the chunk ``prefix`` + serialization compressed at that
-    width with its raw length, so that the chunk it was measured on is not compressed again;
-    the widths are tried through ``mapper`` (``map`` on worker threads) with ``serializer``
-    (:func:`serialize` or its native twin)."""
+    """The field width whose chunk of ``values`` (and ``cosets``) compresses smallest (the
+    encoder's choice; any width decodes), and that chunk compressed with its raw length, so
+    that the chunk it was measured on is not compressed again; the widths are tried through
+    ``mapper`` (``map`` on worker threads) with ``serializer`` (:func:`serialize` or its
+    native twin)."""
 
     def trial(bits: int) -> tuple[bytes, int]:
-        raw = prefix + serializer(values, bits)
+        raw = SymbolChunk.encode(values, bits, cosets, serializer)
         return compress(raw), len(raw)
 
     payloads = dict(zip(FIELD_WIDTHS, mapper(trial, FIELD_WIDTHS), strict=True))

@@ -23,25 +23,23 @@ import os
 import sys
 from collections.abc import Iterator
 from types import ModuleType
-from typing import Protocol
 
 import numpy as np
 
-from . import philox, rans, symbols
-from .constants import (
-    TRELLIS_DELAYS,
+from ..format.constants import (
     TRELLIS_LAMBDA,
-    TRELLIS_LATTICE_BASE,
     TRELLIS_SEGMENT,
     Dtype,
     Lattice,
     Prng,
 )
-from .dtypes import NUMPY_DTYPES
-from .dtypes import round_to_dtype as _reference_round
-from .errors import InvalidInputError, MissingDependencyError
+from ..format.dtypes import NUMPY_DTYPES, format_dtype
+from ..format.errors import InvalidInputError, MissingDependencyError
+from ..format.header import CodingParams, LatticeParams
+from . import philox, rans, symbols
 from .lattices import LatticeCodec, TrellisLattice, get_lattice
-from .trellis import _RATE_TABLE_LIMIT, _RENORMALIZE_EVERY, Trellis, _bits_of
+from .lattices.trellis import _RATE_TABLE_LIMIT, _RENORMALIZE_EVERY, Trellis, _bits_of
+from .rounding import round_to_dtype as _reference_round
 
 ENVIRONMENT = "UDNC_NATIVE"
 _OK = 0
@@ -56,7 +54,7 @@ def _load() -> ModuleType | None:
     if setting not in ("", "1"):
         raise InvalidInputError(f"{ENVIRONMENT} must be 0, 1 or unset, got {setting!r}")
     try:
-        native = importlib.import_module(f"{__package__}._native")
+        native = importlib.import_module("udnc_format._native")
     except ImportError as exc:
         if setting == "1":
             raise MissingDependencyError(
@@ -117,7 +115,7 @@ def _u64(*values: int) -> bool:
 def dither_levels(
     seed: int, stream: int, start: int, count: int, prng: Prng = Prng.PHILOX4X32_10
 ) -> np.ndarray:
-    """:func:`udnc_format.philox.dither_levels`: the 24-bit levels of positions ``start ..``.
+    """:func:`udnc_format.coding.philox.dither_levels`: the 24-bit levels of positions ``start ..``.
 
     >>> dither_levels(0, 0, 0, 2, Prng.PHILOX4X64_10).tolist() == [0xCA36314C >> 8, 0x16554D9E >> 8]
     True
@@ -131,12 +129,24 @@ def dither_levels(
     return out
 
 
+def vector_dither_levels(
+    params: CodingParams, first_vector: int, vectors: int
+) -> np.ndarray | None:
+    """The 24-bit dither levels of vectors ``first_vector ..`` of a lattice-coded tensor, at
+    the positions of ``params.dither_positions`` (spec §5.2); None without dither. The one
+    helper the quantizer and the decoder share."""
+    span = params.dither_positions(first_vector, vectors)
+    if span is None:
+        return None
+    return dither_levels(params.seed, params.dither_stream, *span, params.prng)
+
+
 # ---------------------------------------------------------------------------------------------
 # spec §6.2: symbol serialization
 
 
 def deserialize(data: symbols.Buffer, start: int, count: int, bits: int, limit: int) -> np.ndarray:
-    """:func:`udnc_format.symbols.deserialize`: ``count`` uint64 values below ``limit``."""
+    """:func:`udnc_format.coding.symbols.deserialize`: ``count`` uint64 values below ``limit``."""
     native = _native
     if native is not None and start >= 0 and count >= 0 and _u64(limit):
         out = np.empty(count, dtype=np.uint64)
@@ -153,7 +163,7 @@ def deserialize_symbols(
     limit: int,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """:func:`udnc_format.symbols.deserialize_symbols`: int64 symbols, or into ``out``."""
+    """:func:`udnc_format.coding.symbols.deserialize_symbols`: int64 symbols, or into ``out``."""
     native = _native
     if native is not None and start >= 0 and count >= 0 and 255 < limit < _U64:
         decoded = np.empty(count, dtype=np.int64)
@@ -166,7 +176,7 @@ def deserialize_symbols(
 
 
 def serialize(values: np.ndarray, bits: int) -> bytes:
-    """:func:`udnc_format.symbols.serialize`: packed fields, escape bytes and words."""
+    """:func:`udnc_format.coding.symbols.serialize`: packed fields, escape bytes and words."""
     native = _native
     if native is not None:
         flat = values.reshape(-1)
@@ -186,10 +196,10 @@ def serialize(values: np.ndarray, bits: int) -> bytes:
 
 def _trellis_args(lattice: Lattice) -> tuple[int, int, int]:
     """(memory, parity mask, segment) of a trellis lattice, zeros for the others."""
-    if lattice not in TRELLIS_DELAYS:
+    codec = get_lattice(lattice)
+    if not isinstance(codec, TrellisLattice):
         return 0, 0, 0
-    mask = sum(1 << (delay - 1) for delay in TRELLIS_DELAYS[lattice])
-    return lattice - TRELLIS_LATTICE_BASE, mask, TRELLIS_SEGMENT
+    return codec.trellis.memory, codec.trellis.parity_mask, codec.segment
 
 
 def _tensor_args(
@@ -211,30 +221,13 @@ def _tensor_args(
     )  # fmt: skip
 
 
-class ChunkParams(Protocol):
-    """What the chunk decoder needs of a tensor's LatticeDescriptor (header.LatticeParams)."""
-
-    @property
-    def lattice(self) -> Lattice: ...
-    @property
-    def serialization(self) -> int: ...
-    @property
-    def prng(self) -> Prng: ...
-    @property
-    def seed(self) -> int: ...
-    @property
-    def dither_stream(self) -> int: ...
-    @property
-    def scale(self) -> float: ...
-
-
-_OUTPUT_DTYPES = {NUMPY_DTYPES[d]: d for d in (Dtype.F16, Dtype.BF16, Dtype.F32, Dtype.F64)}
+_OUTPUT_DTYPES = frozenset({Dtype.F16, Dtype.BF16, Dtype.F32, Dtype.F64})
 
 
 def decode_chunk(
     out: np.ndarray,
     raw: bytes,
-    q: ChunkParams,
+    q: LatticeParams,
     first: int,
     count: int,
     codebook: np.ndarray | None,
@@ -248,8 +241,10 @@ def decode_chunk(
     kernel rejects, is then the caller's).
     """
     native = _native
-    dtype = _OUTPUT_DTYPES.get(out.dtype)
-    if native is None or dtype is None or not (out.flags.c_contiguous and out.flags.aligned):
+    dtype = format_dtype(out.dtype)
+    if native is None or dtype is None or dtype not in _OUTPUT_DTYPES:
+        return False
+    if not (out.flags.c_contiguous and out.flags.aligned):
         return False
     if not (_u64(q.seed, first) and 0 <= q.dither_stream < 1 << 32):
         return False
@@ -257,8 +252,7 @@ def decode_chunk(
         q.lattice, int(q.serialization), q.prng, q.seed, q.dither_stream, q.scale, limit, codebook
     )
     target = out.reshape(-1).view(np.uint8)
-    dim = get_lattice(q.lattice).dim
-    return native.decode_chunk(*args, dim, raw, first, count, int(dtype), target) == _OK
+    return native.decode_chunk(*args, q.dim, raw, first, count, int(dtype), target) == _OK
 
 
 def reconstruct_scaled(
@@ -283,7 +277,7 @@ def reconstruct_scaled(
 
 
 def round_to_dtype(values: np.ndarray, dtype: Dtype) -> np.ndarray:
-    """:func:`udnc_format.dtypes.round_to_dtype` (binary16 and bfloat16 natively)."""
+    """:func:`rounding.round_to_dtype` (binary16 and bfloat16 natively)."""
     native = _native
     if native is not None and dtype in (Dtype.F16, Dtype.BF16) and values.dtype == np.float64:
         flat = np.ascontiguousarray(values.reshape(-1))
@@ -298,13 +292,13 @@ def round_to_dtype(values: np.ndarray, dtype: Dtype) -> np.ndarray:
 
 
 def trellis_levels(trellis: Trellis, symbols_: np.ndarray) -> np.ndarray:
-    """:meth:`udnc_format.trellis.Trellis.levels`: the int64 levels of a symbol sequence that
+    """:meth:`lattices.trellis.Trellis.levels`: the int64 levels of a symbol sequence that
     starts at a segment boundary."""
     native = _native
     if native is None:
         return trellis.levels(symbols_)
     flat = np.ascontiguousarray(symbols_.reshape(-1), dtype=np.int64)
-    mask = sum(1 << (delay - 1) for delay in trellis.delays)
+    mask = trellis.parity_mask
     out = np.empty_like(flat)
     native.tcq_levels(flat, trellis.memory, mask, TRELLIS_SEGMENT, out)
     return out
@@ -313,7 +307,7 @@ def trellis_levels(trellis: Trellis, symbols_: np.ndarray) -> np.ndarray:
 def trellis_search(
     trellis: Trellis, targets: np.ndarray, weight: float = TRELLIS_LAMBDA
 ) -> np.ndarray:
-    """:meth:`udnc_format.trellis.Trellis.search`, its two Viterbi passes native: the same
+    """:meth:`lattices.trellis.Trellis.search`, its two Viterbi passes native: the same
     symbols (int64)."""
     native = _native
     flat = targets.reshape(-1)
@@ -324,7 +318,7 @@ def trellis_search(
     rows = -(-flat.size // TRELLIS_SEGMENT)
     padded = np.zeros(rows * TRELLIS_SEGMENT)
     padded[: flat.size] = flat
-    mask = sum(1 << (delay - 1) for delay in trellis.delays)
+    mask = trellis.parity_mask
     bits = _bits_of(np.rint(flat / 2).astype(np.int64), limit)
     found = np.empty(padded.size, dtype=np.int64)
     for _ in range(2):
@@ -360,7 +354,7 @@ def closest(codec: LatticeCodec, targets: np.ndarray) -> tuple[np.ndarray | None
 
 
 def rans_encode(raw: bytes | memoryview, lanes: int | None = None) -> bytes:
-    """:func:`udnc_format.rans.encode`: the same stream, byte for byte."""
+    """:func:`udnc_format.coding.rans.encode`: the same stream, byte for byte."""
     native = _native
     data = np.frombuffer(raw, dtype=np.uint8)
     if native is None or data.size == 0:
@@ -375,7 +369,7 @@ def rans_encode(raw: bytes | memoryview, lanes: int | None = None) -> bytes:
 
 
 def rans_decode(stream: bytes | memoryview, raw_length: int) -> bytes:
-    """:func:`udnc_format.rans.decode`: exactly ``raw_length`` bytes, or its
+    """:func:`udnc_format.coding.rans.decode`: exactly ``raw_length`` bytes, or its
     CorruptStreamError."""
     native = _native
     if native is not None and raw_length >= 0:

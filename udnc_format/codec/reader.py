@@ -13,20 +13,21 @@ from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
-from . import coders
-from .decoder import Fetch, TensorPlan, decode_quantized, plan_tensor
-from .errors import (
+from ..coding import coders
+from ..coding.lattices import get_lattice
+from ..coding.quantized import QuantizedTensor
+from ..format.errors import (
     ChecksumError,
     LimitError,
     TensorNotFoundError,
     TruncatedError,
     UDNCError,
 )
-from .fileio import open_regular, read_at
-from .header import StreamRef, TensorEntry, read_header
-from .limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY, Limits
+from ..format.fileio import open_regular, read_at
+from ..format.header import StreamRef, TensorEntry, read_header
+from ..format.limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY, Limits
+from .decoder import Fetch, TensorPlan, decode_quantized, plan_tensor
 from .parallel import Workers
-from .quantizer import QuantizedTensor
 
 T = TypeVar("T")
 
@@ -75,7 +76,7 @@ class TensorInfo:
             encoding="lattice",
             coder=q.symbols.coder.name.lower(),
             lattice=q.lattice.name,
-            step=q.step,
+            step=get_lattice(q.lattice).step_for_scale(q.scale),
             scale=q.scale,
             dither=bool(q.prng),
             prng=q.prng.name.lower() if q.prng else None,
@@ -245,12 +246,7 @@ class UDNCFile:
         if entry.quantized is None:
             return None
         self._check_budget(entry)
-        try:
-            return decode_quantized(entry, self._fetcher(entry))
-        except UDNCError as exc:
-            raise type(exc)(f"{self.source}: tensor {name!r}: {exc}") from None
-        except MemoryError:
-            raise self._out_of_memory(entry) from None
+        return self._guarded(entry, decode_quantized, entry, self._fetcher(entry))
 
     def close(self) -> None:
         """Release the file; tensors already returned stay valid."""

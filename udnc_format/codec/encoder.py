@@ -18,8 +18,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from . import coders
-from .constants import (
+from ..coding import coders
+from ..coding.codebook import encode_codebook, with_centroid_codebook
+from ..coding.kernels import serialize
+from ..coding.lattices import get_lattice
+from ..coding.mask import encode_mask
+from ..coding.quantized import QuantizedTensor
+from ..coding.symbols import SymbolChunk, best_field_width_payload, zigzag
+from ..format.constants import (
     DEFAULT_CHUNK_WEIGHTS,
     DEFAULT_MIN_QUANTIZED_ELEMENTS,
     DEFAULT_PASSTHROUGH_CHUNK_BYTES,
@@ -31,29 +37,22 @@ from .constants import (
     MAX_CHUNK_WEIGHTS,
     MAX_NAME_BYTES,
     MAX_NDIM,
-    TRELLIS_DELAYS,
-    TRELLIS_SEGMENT,
     Coder,
     Dtype,
     Lattice,
     Prng,
     Serialization,
 )
-from .dtypes import QUANTIZABLE, dtype_of, little_endian_view
-from .errors import DuplicateNameError, InvalidInputError, OptionError
-from .header import ChunkRef, LatticeParams, StreamRef, TensorEntry
-from .kernels import serialize
-from .lattices import get_lattice
+from ..format.dtypes import QUANTIZABLE, dtype_of, little_endian_view
+from ..format.errors import DuplicateNameError, InvalidInputError, OptionError
+from ..format.header import ChunkRef, LatticeParams, StreamRef, TensorEntry
 from .parallel import SERIAL, Workers
 from .quantizer import (
-    QuantizedTensor,
     prune_mask,
     quantize,
     step_for_sqnr,
     sum_of_squares,
-    with_centroid_codebook,
 )
-from .symbols import best_field_width_payload, pack_bits, zigzag
 
 E = TypeVar("E", bound=enum.IntEnum)
 
@@ -200,7 +199,7 @@ class EncodeOptions:
             self.prng is not Prng.NONE, "prng must be a generator (dither=False: none)", self.prng
         )
         _require(
-            not (self.codebook and self.lattice in TRELLIS_DELAYS),
+            not (self.codebook and not get_lattice(self.lattice).has_codebook_mode),
             "codebook is not available with a trellis (TCQ) lattice (spec §6.8)",
             self.lattice.name,
         )
@@ -490,10 +489,8 @@ def _quantize_values(
 
 
 def chunk_vectors_for(options: EncodeOptions, lattice: Lattice) -> int:
-    vectors = max(1, options.chunk_weights // get_lattice(lattice).dim)
-    if lattice in TRELLIS_DELAYS:  # spec §6.8: every chunk starts a trellis segment
-        vectors = max(TRELLIS_SEGMENT, vectors - vectors % TRELLIS_SEGMENT)
-    return vectors
+    codec = get_lattice(lattice)
+    return codec.whole_segments(max(1, options.chunk_weights // codec.dim))
 
 
 def _symbol_values(q: QuantizedTensor, first: int, last: int) -> np.ndarray:
@@ -505,9 +502,9 @@ def _symbol_values(q: QuantizedTensor, first: int, last: int) -> np.ndarray:
 
 
 def _symbol_chunk(q: QuantizedTensor, first: int, last: int, bits: int) -> bytes:
-    """spec §6.2: vectors ``first .. last-1`` as [coset bitmap] [packed fields] [escapes]."""
-    bitmap = pack_bits(q.cosets[first:last]) if q.cosets is not None else b""
-    return bitmap + serialize(_symbol_values(q, first, last), bits)
+    """The symbol chunk of vectors ``first .. last-1`` (spec §6.2)."""
+    cosets = None if q.cosets is None else q.cosets[first:last]
+    return SymbolChunk.encode(_symbol_values(q, first, last), bits, cosets, serialize)
 
 
 def _sample_spans(vectors: int, sampled: int) -> list[tuple[int, int]]:
@@ -524,19 +521,16 @@ def _lattice_entry(
     name: str, q: QuantizedTensor, builder: _StreamBuilder, options: EncodeOptions
 ) -> TensorEntry:
     chunk_vectors = chunk_vectors_for(options, q.lattice)
-    mask = builder.byte_stream(pack_bits(q.mask)) if q.mask is not None else None
-    codebook = (
-        builder.byte_stream(q.codebook.astype("<f4").tobytes()) if q.codebook is not None else None
-    )
+    mask = builder.byte_stream(encode_mask(q.mask)) if q.mask is not None else None
+    codebook = builder.byte_stream(encode_codebook(q.codebook)) if q.codebook is not None else None
     # The field width that codes a sample of the tensor smallest serves the whole tensor; when
     # the sample is the whole (first and only) chunk, the winner's compressed chunk is kept.
     sampled = max(1, FIELD_WIDTH_SAMPLE_WEIGHTS // q.codec.dim)
     spans = _sample_spans(q.vectors, sampled)
     sample = np.concatenate([_symbol_values(q, a, b) for a, b in spans])
     cosets = None if q.cosets is None else np.concatenate([q.cosets[a:b] for a, b in spans])
-    bitmap = b"" if cosets is None else pack_bits(cosets)
     bits, first = best_field_width_payload(
-        sample, builder.compress, bitmap, builder.workers.map, serialize
+        sample, builder.compress, cosets, builder.workers.map, serialize
     )
     starts = range(0, q.vectors, chunk_vectors)
     chunks = [partial(_symbol_chunk, q, s, min(s + chunk_vectors, q.vectors), bits) for s in starts]

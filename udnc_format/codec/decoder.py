@@ -8,18 +8,24 @@ temporaries per thread, whatever the chunk's size or the lattice (bench/memory).
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
-from . import kernels
-from .constants import DECODE_BLOCK_VALUES, MAX_ABS_COORDINATE, Dtype, Prng
-from .dtypes import NUMPY_DTYPES
-from .errors import CorruptStreamError, LayoutError, LimitError
-from .header import (
+from ..coding import kernels
+from ..coding.codebook import decode_block as decode_codebook_block
+from ..coding.codebook import decode_codebook
+from ..coding.kernels import round_to_dtype, vector_dither_levels
+from ..coding.lattices import get_lattice
+from ..coding.mask import Mask
+from ..coding.quantized import QuantizedTensor
+from ..coding.symbols import SymbolChunk
+from ..format.constants import DECODE_BLOCK_VALUES, MAX_ABS_COORDINATE, Dtype
+from ..format.dtypes import NUMPY_DTYPES
+from ..format.errors import CorruptStreamError, LayoutError, LimitError
+from ..format.header import (
     LatticeParams,
     StreamRef,
     TensorEntry,
@@ -27,12 +33,6 @@ from .header import (
     chunk_count,
     vector_count,
 )
-from .kernels import dither_levels, round_to_dtype
-from .lattices import CubicLattice, fixed_point_scale, fixed_point_values, get_lattice
-from .mask import Mask
-from .philox import centred_from_levels
-from .quantizer import QuantizedTensor
-from .symbols import SymbolChunk
 
 # fetch(stream, chunk index) -> the chunk's decoded bytes, checksum and size already checked.
 Fetch = Callable[[StreamRef, int], bytes]
@@ -174,18 +174,12 @@ def _read_layout(entry: TensorEntry, fetch: Fetch) -> _Layout:
             f"{q.dim}, {q.chunk_vectors} per chunk, need {expected} (entry at offset "
             f"{entry.header_offset})"
         )
-    check_symbol_chunks(q, vectors, f"entry at offset {entry.header_offset},")
+    # The reader names the tensor; the entry's offset says which of the file's entries it is.
+    check_symbol_chunks(q, vectors, f"entry at offset {entry.header_offset}")
     codewords = None
     if q.codebook is not None:
         raw = read_stream(q.codebook, fetch)
-        codewords = np.frombuffer(raw, dtype="<f4").reshape(q.codebook_size, q.dim)
-        finite = np.isfinite(codewords).all(axis=1)
-        if not finite.all():
-            first = int(np.argmin(finite))
-            raise CorruptStreamError(
-                f"codeword {first} is not finite (spec §6.6), in the codebook stream whose first "
-                f"chunk is at offset {q.codebook.chunks[0].offset}"
-            )
+        codewords = decode_codebook(raw, q.codebook_size, q.dim, q.codebook.chunks[0].offset)
     return _Layout(mask, kept, vectors, expected, codewords)
 
 
@@ -209,15 +203,7 @@ def decode_chunk(
 
 def _symbol_chunk(q: LatticeParams, raw: bytes, count: int) -> SymbolChunk:
     """A symbol chunk of ``count`` vectors, its layout checked (spec §6.2)."""
-    codebook = q.codebook_size > 0
-    return SymbolChunk(
-        raw,
-        count,
-        1 if codebook else q.dim,
-        int(q.serialization),
-        coset_bitmap=not codebook and get_lattice(q.lattice).has_coset_bit,
-        block_vectors=block_vectors(q.dim),
-    )
+    return SymbolChunk(raw, q.chunk_shape(count), block_vectors=block_vectors(q.dim))
 
 
 def _chunk_blocks(
@@ -228,25 +214,14 @@ def _chunk_blocks(
     ``codewords`` (K, n) or None; the values may be this thread's scratch buffer, valid until
     the next block."""
     chunk = _symbol_chunk(q, raw, count)
-    codec, fine = get_lattice(q.lattice), fixed_point_scale(q.scale)
+    codec = get_lattice(q.lattice)
     for block in range(chunk.blocks):
         start, stop = (first + v for v in chunk.block_span(block))
-        levels = _levels(q, start, stop - start)
+        levels = vector_dither_levels(q, start, stop - start)
         if codewords is not None:
-            indices = chunk.values(block, q.codebook_size).astype(np.intp)
-            chosen = codewords[indices].astype(np.float64)
-            if levels is not None:
-                chosen -= codec.offsets(centred_from_levels(levels).reshape(-1, q.dim))
-            scaled = chosen.reshape(-1)
-            scaled *= q.scale
-        elif isinstance(codec, CubicLattice) and levels is not None and fine is not None:
-            # The default path, Z^n with dither, in integers held exactly in binary64.
-            symbols = chunk.symbols(block, _SYMBOL_LIMIT, _scratch(levels.size))
-            scaled = fixed_point_values(symbols, levels, fine)
+            scaled = decode_codebook_block(codec, chunk, block, codewords, levels, q.scale)
         else:
-            cosets = chunk.cosets(block) if codec.has_coset_bit else None
-            symbols = chunk.symbols(block, _SYMBOL_LIMIT).reshape(-1, q.dim)
-            scaled = codec.reconstruct_scaled(cosets, symbols, levels, q.scale)
+            scaled = codec.decode_block(chunk, block, levels, q.scale, _SYMBOL_LIMIT)
         yield start * q.dim, scaled
 
 
@@ -300,23 +275,3 @@ def _allocate(count: int, dtype: np.dtype, zero: bool = False) -> np.ndarray:
         raise LimitError(
             f"{count} elements of {dtype} exceed the memory this decoder can allocate"
         ) from None
-
-
-# Each worker thread reuses one binary64 buffer of a block: fresh pages for every block cost
-# more than the arithmetic on them (bench/speed).
-_SCRATCH = threading.local()
-
-
-def _scratch(size: int) -> np.ndarray:
-    """``size`` binary64 of this thread's scratch buffer."""
-    buffer = getattr(_SCRATCH, "values", None)
-    if buffer is None or buffer.size < size:
-        buffer = _SCRATCH.values = np.empty(size)
-    return buffer[:size]
-
-
-def _levels(q: LatticeParams, first: int, count: int) -> np.ndarray | None:
-    """The 24-bit dither levels of vectors ``first .. first+count-1`` (None without dither)."""
-    if q.prng is Prng.NONE:
-        return None
-    return dither_levels(q.seed, q.dither_stream, first * q.dim, count * q.dim, q.prng)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import TypeVar
 
-from .errors import InvalidInputError, UDNCError
+from ..format.errors import InvalidInputError, UDNCError
 
 T = TypeVar("T")
 R = TypeVar("R")
