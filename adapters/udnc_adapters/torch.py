@@ -37,6 +37,7 @@ from ._common import (
     import_framework,
     install_command,
 )
+from ._torch_importance import collect_importance
 
 if TYPE_CHECKING:
     import torch
@@ -213,4 +214,12 @@ def load_into(
     return result
 
 
-__all__ = ["LoadResult", "load", "load_file", "load_into", "save", "save_file"]
+__all__ = [
+    "LoadResult",
+    "collect_importance",
+    "load",
+    "load_file",
+    "load_into",
+    "save",
+    "save_file",
+]
