@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import udnc_format
@@ -102,6 +103,24 @@ def test_a_smaller_tolerance_never_gives_a_smaller_file(
     assert sizes[0] < sizes[-1]  # the tolerance matters on this model
 
 
+def test_calibration_batches_give_importance(model: torch.nn.Module, tmp_path: Path) -> None:
+    before = {n: t.detach().clone() for n, t in model.state_dict().items()}
+    calibration = [points(200, seed=3)[0] for _ in range(2)]
+    path = tmp_path / "imp.udnc"
+    report = udnc_torch.compress_to_target(
+        model, path, accuracy, 1.0, batches=calibration, progress=False, **FAST
+    )
+    assert report.importance
+    assert report.baseline - decoded_score(model, path) <= 1.0
+    plain = udnc_torch.compress_to_target(
+        model, tmp_path / "plain.udnc", accuracy, 1.0, progress=False, **FAST
+    )
+    assert not plain.importance
+    assert path.read_bytes() != (tmp_path / "plain.udnc").read_bytes()  # the statistics acted
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name])
+
+
 def test_pruning_is_searched_and_can_be_fixed(model: torch.nn.Module, tmp_path: Path) -> None:
     report = udnc_torch.compress_to_target(
         model, tmp_path / "a.udnc", accuracy, 2.0, progress=False, **{**FAST, "prune_grid": [0.3]}
@@ -145,7 +164,11 @@ def test_the_callers_model_is_neither_changed_nor_evaluated(
         ({"prune_grid": ()}, OptionError, "prune_grid"),
         ({"lattice": "Z99"}, OptionError, "lattice"),
         ({"bits": 3}, InvalidInputError, "unknown option"),
-        ({"batches": [torch.zeros(1, FEATURES)]}, OptionError, "importance"),
+        (
+            {"batches": [torch.zeros(1, FEATURES)], "importance": {"0.weight": np.ones(FEATURES)}},
+            OptionError,
+            "not both",
+        ),
         ({"evaluate": 3}, InvalidInputError, "evaluate must be a function"),
         ({"evaluate": lambda m: math.nan}, InvalidInputError, "finite"),
         ({"evaluate": lambda m: "good"}, InvalidInputError, "must return a number"),

@@ -42,6 +42,7 @@ from ._common import (
     import_framework,
     install_command,
 )
+from ._torch_importance import collect_importance
 from .target import (
     DEFAULT_PRUNE_GRID,
     DEFAULT_SQNR_RANGE,
@@ -249,8 +250,11 @@ def compress_to_target(
     into a deep copy of the model and evaluated there (udnc_adapters.target says how). The
     caller's model is never changed, nor evaluated itself. ``options`` are those of ``save``
     except the searched ``sqnr``, ``step`` and ``prune`` (a one-value ``prune_grid`` fixes
-    the pruning). ``batches`` are calibration inputs for importance statistics, which this
-    version does not collect yet: giving them raises an OptionError. A progress bar runs on
+    the pruning). ``batches`` are calibration inputs: ``collect_importance`` runs them
+    through a copy of the model and every file of the search is encoded with
+    ``importance=`` those statistics (or pass precomputed ones as ``importance=stats``; not
+    both). With importance the SQNR searched is the predicted importance-weighted one
+    (udnc_format.importance). A progress bar runs on
     stderr when it is a terminal (``progress=False``: none). The file is written atomically,
     once, at the end; when no file of the grids is within the tolerance,
     TargetNotReachedError, and nothing is written.
@@ -278,15 +282,12 @@ def compress_to_target(
             raise OptionError(
                 key, f"compress_to_target searches {key!r} itself; to bound it, use {hint}"
             )
-    if batches is not None:
-        raise OptionError(
-            "batches",
-            "this version cannot collect importance statistics from calibration batches "
-            "(collect_importance is not available); call without batches",
-        )
+    if batches is not None and options.get("importance") is not None:
+        raise OptionError("batches", "give calibration batches or importance statistics, not both")
     options.pop("prune", None)
     space = search_space(sqnr_range, sqnr_resolution, prune_grid)
-    EncodeOptions.from_kwargs(**options, sqnr=space.sqnr_grid[-1])  # every bad option, now
+    plain = {k: v for k, v in options.items() if k != "importance"}  # checked by save
+    EncodeOptions.from_kwargs(**plain, sqnr=space.sqnr_grid[-1])  # every bad option, now
     target = Path(path)
     if not target.parent.is_dir():
         raise WriteError(f"{target}: the directory {target.parent} does not exist")
@@ -299,6 +300,8 @@ def compress_to_target(
             f"the model cannot be deep-copied ({type(exc).__name__}: {exc}); compress_to_target "
             f"evaluates decoded weights in a copy so that the model itself stays unchanged"
         ) from exc
+    if batches is not None:  # collected on the copy: the caller's model does not even run
+        options["importance"] = collect_importance(work, batches)
     baseline = checked_score(evaluate(work), "the float model")
 
     def encode(sqnr: float, prune: float) -> bytes:
@@ -328,7 +331,7 @@ def compress_to_target(
         ratio=source_bytes / len(data),
         sqnr=best.sqnr,
         prune=best.prune,
-        importance=False,
+        importance=options.get("importance") is not None,
         trials=trials,
     )
 
@@ -336,6 +339,7 @@ def compress_to_target(
 __all__ = [
     "LoadResult",
     "TargetReport",
+    "collect_importance",
     "compress_to_target",
     "load",
     "load_file",
