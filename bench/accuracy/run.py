@@ -351,8 +351,8 @@ def udnc_curves(key: str, quick: bool) -> list[Curve]:
             ]
         return [
             Curve("udnc Z1 (defaults)", Z1, (26, 28, 30, 32, 34, 36, 38, 40)),
-            Curve("udnc TCQ64 + rans", TCQ64, (28, 32, 36)),
-            Curve("udnc TCQ256 + rans", TCQ256, (26, 30, 34)),
+            Curve("udnc TCQ64 + rans", TCQ64, (28, 32, 36, 38, 40)),
+            Curve("udnc TCQ256 + rans", TCQ256, (26, 30, 34, 38)),
         ]
     grid = (6, 12, 20) if quick else (4, 6, 7, 8, 9, 10, 11, 12, 14, 16, 20, 24, 28)
     if key == "lenet5":
@@ -543,7 +543,13 @@ def measure_target(
 
 
 def measure_task(
-    task: Task, quick: bool, scratch: Path, peers: bool, importance: bool = False
+    task: Task,
+    quick: bool,
+    scratch: Path,
+    peers: bool,
+    importance: bool = False,
+    curves: Sequence[str] = (),
+    sqnrs: Sequence[float] = (),
 ) -> list[Row]:
     rows: list[Row] = []
 
@@ -562,6 +568,12 @@ def measure_task(
         if isinstance(task, CnnTask):
             label = "udnc compress_to_target TCQ64 + zstd + importance"
             add(measure_target(task, scratch / "target.udnc", TCQ64_ZSTD, label, importance=True))
+        return rows
+    if curves:  # only these udnc curves (--curve), at --sqnr when given
+        for curve in udnc_curves(task.key, quick):
+            if curve.tool in curves:
+                for sqnr in sqnrs or curve.sqnrs:
+                    add(measure_udnc(task, curve, sqnr))
         return rows
     for curve in udnc_curves(task.key, quick):
         for sqnr in curve.sqnrs:
@@ -861,6 +873,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="only the udnc variants with calibration data (slow encodes), no peers",
     )
     parser.add_argument(
+        "--curve",
+        action="append",
+        default=[],
+        help="only this udnc curve, by its label (repeatable); no peers",
+    )
+    parser.add_argument("--sqnr", type=float, nargs="+", default=[], help="with --curve: these dB")
+    parser.add_argument(
         "--merge",
         type=Path,
         action="append",
@@ -873,7 +892,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             merge(document, json.loads(other.read_text()))
         write(document, args.out)
         return 0
-    peers = not args.no_peers and not args.importance
+    peers = not args.no_peers and not args.importance and not args.curve
     if peers and not PEERS_PYTHON.exists():
         sys.exit(f"{PEERS_PYTHON}: not found; run sh bench/rd/setup_peers.sh (or --no-peers)")
     command = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
@@ -890,7 +909,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key in args.model or default:
             log(f"{key}: loading")
             task = TASKS[key]()
-            rows = measure_task(task, args.quick, Path(scratch), peers, args.importance)
+            rows = measure_task(
+                task, args.quick, Path(scratch), peers, args.importance, args.curve, args.sqnr
+            )
             model = {
                 "key": key,
                 "title": task.title,
