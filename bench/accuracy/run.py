@@ -44,6 +44,7 @@ import copy
 import itertools
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -653,7 +654,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     reference = result["reference"][score]
     if key == "minilm":
         ax.axhline(MIN_COSINE, color="grey", ls=":", lw=1, label=f"min cosine {MIN_COSINE}")
-        ax.set_ylim(0.95, 1.001)
+        ax.set_ylim(0.85, 1.002)
         ax.axvline(MINILM_TARGET_BITS, color="grey", ls="--", lw=1)
     else:
         ax.axhline(reference, color="black", lw=0.8, label="float model")
@@ -692,6 +693,7 @@ def render(document: dict[str, Any]) -> str:
         f"in the peers' environment, one process per setting (sizes and scores do not depend "
         f"on that; encode seconds are in-process figures for every tool).",
         "",
+        *([document["note"], ""] if "note" in document else []),
         *added_runs(document),
         "Sizes are whole files: udnc's .udnc (header and every tensor); NNCodec's bitstream of "
         "every floating tensor plus raw integer tensors; GGUF's blocks of every 2+-D tensor "
@@ -711,7 +713,7 @@ def added_runs(document: dict[str, Any]) -> list[str]:
     for run in document.get("added_runs", []):
         env = run["environment"]
         lines += [
-            f"Rows with calibration data (importance) come from a second run: `{run['command']}`, "
+            f"Rows added from another run: `{run['command']}`, "
             f"{env['date']}, load average {run['load_average']} at the start and "
             f"{run.get('load_average_end', '–')} at the end, commit {env['commit']}, "
             f"{run.get('total_seconds', 0) / 60:.1f} min.",
@@ -895,7 +897,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     peers = not args.no_peers and not args.importance and not args.curve
     if peers and not PEERS_PYTHON.exists():
         sys.exit(f"{PEERS_PYTHON}: not found; run sh bench/rd/setup_peers.sh (or --no-peers)")
-    command = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join([*COMMAND.split(), *(argv if argv is not None else sys.argv[1:])])
     start = time.perf_counter()
     document: dict[str, Any] = {
         "command": command,
