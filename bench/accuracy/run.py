@@ -60,7 +60,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 BENCH = HERE.parent
 ROOT = BENCH.parent
-for path in (ROOT, ROOT / "adapters", BENCH, BENCH / "paper", BENCH / "minilm"):
+for path in (ROOT, ROOT / "adapters", BENCH, BENCH / "paper", BENCH / "minilm", HERE):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
