@@ -35,6 +35,7 @@ from .format.errors import (
     MissingDependencyError,
     ModelMismatchError,
     OptionError,
+    TargetNotReachedError,
     TensorNotFoundError,
     TruncatedError,
     UDNCError,
@@ -43,6 +44,7 @@ from .format.errors import (
     WriteError,
 )
 from .format.limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY
+from .importance_file import prepare_options
 
 __version__ = "0.1.0"
 FORMAT_VERSION = (VERSION_MAJOR, VERSION_MINOR)
@@ -53,12 +55,15 @@ Tensors = Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]]
 
 def save(tensors: Tensors, **options: Any) -> bytes:
     """Encode tensors (a mapping, or (name, array) pairs consumed one at a time) to the bytes of
-    a .udnc file; ``options`` are :class:`EncodeOptions`.
+    a .udnc file; ``options`` are :class:`EncodeOptions`, and ``importance`` statistics (a
+    mapping or a file's path: docs/importance.md).
 
     >>> data = save({"w": np.zeros((2, 2), np.float32)})
     >>> data[:8]
     b'\\x89UDNC\\r\\n\\x1a'
     """
+    if options.get("importance") is not None:
+        tensors, options = prepare_options(tensors, options)
     opts = EncodeOptions.from_kwargs(**options)
     return assemble_bytes(encode_tensors(tensors, opts), opts.metadata)
 
@@ -72,6 +77,8 @@ def save_file(tensors: Tensors, path: str | os.PathLike[str], **options: Any) ->
     >>> load_file(path)["w"].shape
     (8, 256)
     """
+    if options.get("importance") is not None:
+        tensors, options = prepare_options(tensors, options)
     opts = EncodeOptions.from_kwargs(**options)
     write_file(encode_tensors(tensors, opts), opts.metadata, path)
 
@@ -162,6 +169,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelMismatchError",
     "OptionError",
+    "TargetNotReachedError",
     "TensorInfo",
     "TensorNotFoundError",
     "TruncatedError",

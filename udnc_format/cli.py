@@ -26,6 +26,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint, index_path, write_shards
 from .codec.encoder import EncodeOptions, encode_tensors
+from .codec.importance import plan_importance
 from .codec.reader import TensorInfo
 from .codec.writer import write_file
 from .coding.coders import DEFAULT_LEVELS, LEVEL_RANGES
@@ -43,6 +44,7 @@ from .format.constants import (
 )
 from .format.errors import MissingDependencyError, OptionError, UDNCError, WriteError
 from .format.limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY
+from .importance_file import load_importance
 from .rate import sqnr_for_bits
 from .rd import (
     ALLOCATIONS,
@@ -155,6 +157,8 @@ def check_compress(args: argparse.Namespace) -> None:
     value is a usage error): the encoder options, as ``args.options``."""
     if args.processes and (args.bits is not None or args.shard_size):
         raise OptionError("processes", "--processes goes with neither --bits nor --shard-size")
+    if args.processes and args.importance:
+        raise OptionError("processes", "--processes does not go with --importance")
     args.options = EncodeOptions.from_kwargs(
         lattice=args.lattice,
         step=args.step,
@@ -188,6 +192,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
             print(f"udnc compress: warning: --keep {pattern!r} matches no tensor", file=sys.stderr)
     options: EncodeOptions = args.options
     options = replace(options, metadata=MappingProxyType({**metadata, **options.metadata}))
+    if args.importance:  # one pass to check the statistics and plan the allocation
+        stats = load_importance(args.importance)
+        pairs = _progress(
+            iter_checkpoint(source)[2], [s.nbytes for s in specs], "planning", args.quiet
+        )
+        options = replace(options, importance=plan_importance(stats, pairs, options))
     sizes = [spec.nbytes for spec in specs]
     if args.bits is not None:
 
@@ -653,6 +663,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--level", type=int, help=f"coder level (default: {levels}; raw and rans take none)"
     )
     compress.add_argument("--prune", type=float, default=0.0, help="fraction pruned per tensor")
+    compress.add_argument(
+        "--importance",
+        metavar="FILE",
+        help="importance statistics (.safetensors, docs/importance.md): steps allocated by "
+        "importance, errors weighted and fed forward, pruning by importance",
+    )
     compress.add_argument("--codebook", action="store_true", help="store fitted shared vectors")
     compress.add_argument("--keep", action="append", metavar="GLOB", help="keep tensors lossless")
     compress.add_argument(

@@ -16,9 +16,12 @@ torch is imported when a function first runs, not with this module.
 
 from __future__ import annotations
 
+import copy
+import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cache
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +30,9 @@ import numpy as np
 
 import udnc_format
 from udnc_format import UDNCFile
-from udnc_format.format.errors import InvalidInputError
+from udnc_format.codec.encoder import EncodeOptions
+from udnc_format.codec.writer import atomic_write
+from udnc_format.format.errors import InvalidInputError, OptionError, WriteError
 
 from ._common import (
     LoadResult,
@@ -36,6 +41,18 @@ from ._common import (
     check_fit,
     import_framework,
     install_command,
+)
+from ._torch_importance import collect_importance
+from .target import (
+    DEFAULT_PRUNE_GRID,
+    DEFAULT_SQNR_RANGE,
+    DEFAULT_SQNR_RESOLUTION,
+    SEARCHED_OPTIONS,
+    TargetReport,
+    check_tolerance,
+    checked_score,
+    search,
+    search_space,
 )
 
 if TYPE_CHECKING:
@@ -213,4 +230,120 @@ def load_into(
     return result
 
 
-__all__ = ["LoadResult", "load", "load_file", "load_into", "save", "save_file"]
+def compress_to_target(
+    model: torch.nn.Module,
+    path: str | os.PathLike[str],
+    evaluate: Callable[[torch.nn.Module], float],
+    tolerance: float,
+    batches: Iterable[Any] | None = None,
+    *,
+    sqnr_range: Sequence[float] = DEFAULT_SQNR_RANGE,
+    sqnr_resolution: float = DEFAULT_SQNR_RESOLUTION,
+    prune_grid: Sequence[float] = DEFAULT_PRUNE_GRID,
+    progress: bool = True,
+    **options: Any,
+) -> TargetReport:
+    """Write to ``path`` the smallest .udnc file found whose decoded weights keep
+    ``evaluate(model)`` (higher is better) within ``tolerance`` of the float model's score, and
+    report it. The rate (the SQNR, bisected over ``sqnr_range`` in ``sqnr_resolution`` dB) and
+    the pruning fraction (``prune_grid``) are searched on real files: each is encoded, decoded
+    into a deep copy of the model and evaluated there (udnc_adapters.target says how). The
+    caller's model is never changed, nor evaluated itself. ``options`` are those of ``save``
+    except the searched ``sqnr``, ``step`` and ``prune`` (a one-value ``prune_grid`` fixes
+    the pruning). ``batches`` are calibration inputs: ``collect_importance`` runs them
+    through a copy of the model and every file of the search is encoded with
+    ``importance=`` those statistics (or pass precomputed ones as ``importance=stats``; not
+    both). With importance the SQNR searched is the predicted importance-weighted one
+    (udnc_format.codec.importance). A progress bar runs on
+    stderr when it is a terminal (``progress=False``: none). The file is written atomically,
+    once, at the end; when no file of the grids is within the tolerance,
+    TargetNotReachedError, and nothing is written.
+
+    Evaluate on data kept apart from what you report: the search picks the file that passes on
+    that data, so its score there is optimistic.
+
+    >>> report = udnc_adapters.torch.compress_to_target(
+    ...     model, "model.udnc", lambda m: accuracy(m, validation), tolerance=0.3
+    ... )  # doctest: +SKIP
+    >>> report.ratio, report.score, report.baseline  # doctest: +SKIP
+    (24.6, 98.9, 99.1)
+    """
+    torch = _torch()
+    if not isinstance(model, torch.nn.Module):
+        raise InvalidInputError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    if not callable(evaluate):
+        raise InvalidInputError(
+            f"evaluate must be a function of the model, got {type(evaluate).__name__}"
+        )
+    tolerance = check_tolerance(tolerance)
+    for key in SEARCHED_OPTIONS:
+        if key in options and not (key == "prune" and options[key] is None):
+            hint = "a one-value prune_grid" if key == "prune" else "sqnr_range"
+            raise OptionError(
+                key, f"compress_to_target searches {key!r} itself; to bound it, use {hint}"
+            )
+    if batches is not None and options.get("importance") is not None:
+        raise OptionError("batches", "give calibration batches or importance statistics, not both")
+    options.pop("prune", None)
+    space = search_space(sqnr_range, sqnr_resolution, prune_grid)
+    plain = {k: v for k, v in options.items() if k != "importance"}  # checked by save
+    EncodeOptions.from_kwargs(**plain, sqnr=space.sqnr_grid[-1])  # every bad option, now
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise WriteError(f"{target}: the directory {target.parent} does not exist")
+
+    state = dict(_arrays(model.state_dict()))
+    try:
+        work = copy.deepcopy(model)
+    except Exception as exc:
+        raise InvalidInputError(
+            f"the model cannot be deep-copied ({type(exc).__name__}: {exc}); compress_to_target "
+            f"evaluates decoded weights in a copy so that the model itself stays unchanged"
+        ) from exc
+    if batches is not None:  # collected on the copy: the caller's model does not even run
+        options["importance"] = collect_importance(work, batches)
+    baseline = checked_score(evaluate(work), "the float model")
+
+    def encode(sqnr: float, prune: float) -> bytes:
+        return udnc_format.save(state, **options, sqnr=sqnr, prune=prune)
+
+    def score(data: bytes) -> float:
+        load_into(work, data)  # every tensor of the state dict: a full reset of the copy
+        return checked_score(evaluate(work), "a decoded model")
+
+    data, best, trials = search(encode, score, baseline, tolerance, space, progress)
+
+    def write(out: Any) -> None:
+        out.write(data)
+
+    atomic_write(target, write)
+    source_bytes = sum(a.nbytes for a in state.values())
+    weights = sum(math.prod(a.shape) for a in state.values())
+    return TargetReport(
+        path=str(target),
+        baseline=baseline,
+        score=best.score,
+        tolerance=tolerance,
+        file_bytes=len(data),
+        source_bytes=source_bytes,
+        weights=weights,
+        bits_per_weight=8 * len(data) / max(weights, 1),
+        ratio=source_bytes / len(data),
+        sqnr=best.sqnr,
+        prune=best.prune,
+        importance=options.get("importance") is not None,
+        trials=trials,
+    )
+
+
+__all__ = [
+    "LoadResult",
+    "TargetReport",
+    "collect_importance",
+    "compress_to_target",
+    "load",
+    "load_file",
+    "load_into",
+    "save",
+    "save_file",
+]

@@ -46,6 +46,7 @@ from ..format.constants import (
 from ..format.dtypes import QUANTIZABLE, dtype_of, little_endian_view
 from ..format.errors import DuplicateNameError, InvalidInputError, OptionError
 from ..format.header import ChunkRef, LatticeParams, StreamRef, TensorEntry
+from .importance import ImportancePlan, quantize_weighted
 from .parallel import SERIAL, Workers
 from .quantizer import (
     prune_mask,
@@ -122,6 +123,9 @@ class EncodeOptions:
     min_elements, min_ndim  smaller tensors stay lossless
     threads      threads that quantize and code a tensor's chunks (None or 0: every core);
                  the output does not depend on it
+    importance   statistics checked against the tensors (``importance.plan_importance``;
+                 ``save(..., importance=stats)`` makes it): the tensors they cover get the
+                 allocated steps and the weighted quantization of docs/importance.md
     """
 
     lattice: Lattice = Lattice.Z1
@@ -141,6 +145,7 @@ class EncodeOptions:
     min_elements: int = DEFAULT_MIN_QUANTIZED_ELEMENTS
     min_ndim: int = 2
     threads: int | None = None
+    importance: ImportancePlan | None = None
 
     @classmethod
     def from_kwargs(cls, **options: Any) -> EncodeOptions:
@@ -230,6 +235,12 @@ class EncodeOptions:
                 "metadata must map str to str (valid Unicode)",
                 (key, value),
             )
+        _require(
+            self.importance is None or isinstance(self.importance, ImportancePlan),
+            "importance must be statistics checked against the tensors "
+            "(udnc_format.codec.importance.plan_importance; save() takes the raw statistics)",
+            type(self.importance).__name__,
+        )
         if self.level is not None:
             low, high = coders.LEVEL_RANGES[self.coder]
             coder = self.coder.name.lower()
@@ -441,6 +452,20 @@ def _quantize_values(
     workers: Workers,
 ) -> QuantizedTensor | None:
     """The flattened weights quantized, or None where an SQNR target cannot be met by any step."""
+    plan = options.importance
+    if plan is not None and name in plan:
+        codec = get_lattice(options.lattice)
+        explicit = options.step_for(name)
+        chosen = plan.step_for(name, options.sqnr, codec) if explicit is None else float(explicit)
+        if not 0 < codec.scale_for_step(chosen) < math.inf:
+            return None
+        importance = plan.tensors[name]
+        q = quantize_weighted(
+            name, values, dtype, shape, index, options, importance, chosen, workers
+        )
+        if options.codebook:
+            return with_centroid_codebook(q, values if q.mask is None else values[q.mask], name)
+        return q
     mask = prune_mask(values, options.prune)
     kept = values if mask is None else values[mask]
     # With pruning, the SQNR target is that of the quantization of the weights kept: the

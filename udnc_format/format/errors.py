@@ -139,6 +139,13 @@ class ModelMismatchError(UDNCError):
         self.mismatched = mismatched  # (name, shape in the file, shape in the model)
 
 
+class TargetNotReachedError(UDNCError):
+    """Compression to an accuracy target found no file whose decoded model stays within the
+    tolerance (the message says the best score reached and which limit to raise)."""
+
+    kind = "target-not-reached"
+
+
 ALL_ERRORS: tuple[type[UDNCError], ...] = (
     UDNCError,
     FormatError,
@@ -158,4 +165,5 @@ ALL_ERRORS: tuple[type[UDNCError], ...] = (
     AdapterError,
     MissingDependencyError,
     ModelMismatchError,
+    TargetNotReachedError,
 )
