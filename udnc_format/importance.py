@@ -34,6 +34,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -62,8 +63,9 @@ DAMPING = 0.01
 BLOCK_COLUMNS = 128
 # Passes of the fixed-point feedback (trellis, pruning, vectors across rows); the best one wins.
 FIXED_POINT_PASSES = 4
-# The allocation gives no tensor a step whose plain SQNR falls below this: beyond it dithered
-# noise costs more than zeroing the tensor, and the high-rate model behind the equal slope fails.
+# The allocation gives no tensor a step whose plain SQNR falls below this (nor below the target
+# when that is lower): beyond it dithered noise costs more than zeroing the tensor, and the
+# high-rate model behind the equal slope fails.
 MIN_ALLOCATED_SQNR_DB = 6.0
 
 
@@ -99,6 +101,17 @@ class TensorImportance:
                 f"importance {name!r}{ROWS_SUFFIX}: {self.rows.size} row weights for a tensor of "
                 f"shape {shape} ({rows} rows)"
             )
+
+    @cached_property
+    def upper(self) -> np.ndarray:
+        """:func:`inverse_cholesky` of the Hessian, computed once (a rate search quantizes the
+        tensor several times)."""
+        assert self.hessian is not None
+        return inverse_cholesky(self.hessian)
+
+    @cached_property
+    def inverse_upper(self) -> np.ndarray:
+        return np.linalg.inv(self.upper)
 
     def weights(self, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
         """(row factors (R,), column factors (C,)) of h_rc = rows[r] · cols[c]."""
@@ -227,14 +240,16 @@ class ImportancePlan:
 
     def step_for(self, name: str, sqnr: float | None, codec: LatticeCodec) -> float:
         """Δ_i = sqrt(θ / (G·h̄_i)), θ the weighted error per weight that gives the covered
-        tensors together the weighted SQNR ``sqnr``; capped at MIN_ALLOCATED_SQNR_DB of plain
-        SQNR."""
+        tensors together the weighted SQNR ``sqnr``; capped at a plain SQNR of
+        MIN_ALLOCATED_SQNR_DB (or of ``sqnr`` where that is lower, so that every rate stays
+        reachable)."""
         target = DEFAULT_SQNR_DB if sqnr is None else float(sqnr)
+        floor = min(MIN_ALLOCATED_SQNR_DB, target)
         count = sum(s.weights for s in self.summaries.values())
         weighted = sum(s.weighted_energy for s in self.summaries.values())
         summary = self.summaries[name]
         mean_square = summary.energy / summary.weights
-        cap = math.sqrt(mean_square * 10.0 ** (-MIN_ALLOCATED_SQNR_DB / 10.0) / codec.second_moment)
+        cap = math.sqrt(mean_square * 10.0 ** (-floor / 10.0) / codec.second_moment)
         theta = weighted / count * 10.0 ** (-target / 10.0)
         if not (summary.mean_importance > 0 and theta > 0):
             return cap
@@ -463,7 +478,7 @@ def quantize_weighted(
 
     targets = matrix
     if importance.hessian is not None and np.abs(matrix).max() / scale < MAX_ABS_COORDINATE / 4:
-        upper = inverse_cholesky(importance.hessian)
+        upper = importance.upper
         if mask is None and cols % codec.dim == 0 and options.lattice not in TRELLIS_DELAYS:
             targets = _gptq_targets(matrix, upper, _grid(codec, scale, options, index, rows * cols))
         else:
@@ -472,7 +487,7 @@ def quantize_weighted(
             masks: list[np.ndarray | None] = [mask]
             if mask is not None:
                 masks.append(prune_mask(values, options.prune))
-            targets, mask = _fixed_point_targets(matrix, upper, masks, importance, lattice_quantize)
+            targets, mask = _fixed_point_targets(matrix, masks, importance, lattice_quantize)
     q = lattice_quantize(targets, mask)
     decoded = _decoded(q, mask, matrix.shape)
     error = (decoded - matrix).reshape(-1)
@@ -511,7 +526,6 @@ def _decoded(q: QuantizedTensor, mask: np.ndarray | None, shape: tuple[int, int]
 
 def _fixed_point_targets(
     matrix: np.ndarray,
-    upper: np.ndarray,
     masks: list[np.ndarray | None],
     importance: TensorImportance,
     lattice_quantize: Callable[[np.ndarray, np.ndarray | None], QuantizedTensor],
@@ -527,8 +541,8 @@ def _fixed_point_targets(
     error wins (the first is plain quantization, so the result is never worse on the measure).
     It converges within a few passes for the lattices, whose errors are local; a trellis path
     changes as a whole when its targets move, and there plain quantization usually wins."""
+    upper, inverse_upper = importance.upper, importance.inverse_upper
     diagonal = np.diagonal(upper).copy()
-    inverse_upper = np.linalg.inv(upper)
     best: tuple[float, np.ndarray, np.ndarray | None] = (math.inf, matrix, masks[0])
     for mask in masks:
         targets = matrix
