@@ -61,8 +61,13 @@ FORMAT_KEY, FORMAT_NAME, VERSION_KEY, VERSION = "format", "udnc-importance", "ve
 DAMPING = 0.01
 # Columns per lazy batch of the error feedback (GPTQ's block size).
 BLOCK_COLUMNS = 128
-# Passes of the fixed-point feedback (trellis, pruning, vectors across rows); the best one wins.
-FIXED_POINT_PASSES = 4
+# Where the quantizer cannot go column by column, the columns go in this many lazy batches (of at
+# least MIN_BATCH_COLUMNS), one quantization pass each.
+FEEDBACK_BATCHES = 8
+MIN_BATCH_COLUMNS = 16
+# Passes of the fixed-point feedback (trellis, pruning, vectors across rows) after the lazy
+# batches; the best pass wins.
+FIXED_POINT_PASSES = 3
 # The allocation gives no tensor a step whose plain SQNR falls below this (nor below the target
 # when that is lower): beyond it dithered noise costs more than zeroing the tensor, and the
 # high-rate model behind the equal slope fails.
@@ -531,26 +536,42 @@ def _fixed_point_targets(
     lattice_quantize: Callable[[np.ndarray, np.ndarray | None], QuantizedTensor],
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The feedback of GPTQ where the quantizer cannot go column by column (a trellis searches a
-    whole segment; pruned weights and vectors that cross rows break the column order): the
-    targets T that GPTQ would have fed for the points Q the quantizer picks from T,
+    whole segment; pruned weights and vectors that cross rows break the column order).
 
-        T = W − (T − Q)·A,   A = D⁻¹U − I (strictly upper, D = diag U),
-        so T = (W + Q·A)·U⁻¹·D,
-
-    iterated from T = W for each candidate pruning mask; of the passes, the one of least weighted
-    error wins (the first is plain quantization, so the result is never worse on the measure).
-    It converges within a few passes for the lattices, whose errors are local; a trellis path
-    changes as a whole when its targets move, and there plain quantization usually wins."""
+    GPTQ's targets satisfy T = W − (T − Q)·A, A = D⁻¹U − I (strictly upper, D = diag U), Q the
+    points the quantizer picks from T. First by lazy batches: the whole tensor is quantized, the
+    errors of the columns before a batch go to the columns from it on, the tensor is quantized
+    again, and so on batch by batch (a trellis re-decides the earlier columns too, but little
+    changes far from the columns whose targets moved). Then a few passes of the fixed point
+    itself, T = (W + Q·A)·U⁻¹·D, which converge for the lattices (their errors are local).
+    Of every pass, for each candidate pruning mask, the one of least weighted error wins; the
+    first is plain quantization, so the result is never worse on the measure."""
     upper, inverse_upper = importance.upper, importance.inverse_upper
     diagonal = np.diagonal(upper).copy()
+    cols = matrix.shape[1]
     best: tuple[float, np.ndarray, np.ndarray | None] = (math.inf, matrix, masks[0])
+
+    def measure(targets: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        nonlocal best
+        decoded = _decoded(lattice_quantize(targets, mask), mask, matrix.shape)
+        cost = weighted_error(matrix - decoded, importance)
+        if cost < best[0]:
+            best = (cost, targets, mask)
+        return decoded
+
+    block = max(MIN_BATCH_COLUMNS, -(-cols // FEEDBACK_BATCHES))
     for mask in masks:
         targets = matrix
+        decoded = measure(targets, mask)
+        for start in range(block, cols, block):
+            errors = targets[:, :start] - decoded[:, :start]
+            targets = targets.copy()
+            targets[:, start:] = matrix[:, start:] - errors @ (
+                upper[:start, start:] / diagonal[:start, None]
+            )
+            decoded = measure(targets, mask)
         for _ in range(FIXED_POINT_PASSES):
-            decoded = _decoded(lattice_quantize(targets, mask), mask, matrix.shape)
-            cost = weighted_error(matrix - decoded, importance)
-            if cost < best[0]:
-                best = (cost, targets, mask)
             feedback = (decoded / diagonal) @ upper - decoded  # Q·A
             targets = ((matrix + feedback) @ inverse_upper) * diagonal
+            decoded = measure(targets, mask)
     return best[1], best[2]
