@@ -126,6 +126,10 @@ def test_allocation_gives_equal_weighted_error_per_weight() -> None:
     data = udnc_format.save(tensors, importance=stats, sqnr=30.0)
     with udnc_format.open(data) as handle:
         assert handle.info("b").bits_per_weight > handle.info("a").bits_per_weight + 2
+    # Without the allocation both keep the plain SQNR, so nearly the same rate.
+    data = udnc_format.save(tensors, importance=stats, importance_allocation=False, sqnr=30.0)
+    with udnc_format.open(data) as handle:
+        assert abs(handle.info("b").bits_per_weight - handle.info("a").bits_per_weight) < 0.2
 
 
 def test_allocation_floor_and_uncovered_tensors() -> None:

@@ -239,6 +239,9 @@ class ImportancePlan:
 
     tensors: Mapping[str, TensorImportance]
     summaries: Mapping[str, _Summary]
+    # False: the steps stay the plain encoder's (SQNR and role offsets); only the quantization
+    # (feedback, pruning) uses the statistics.
+    allocate: bool = True
 
     def __contains__(self, name: object) -> bool:
         return name in self.summaries
@@ -269,11 +272,13 @@ def plan_importance(
     stats: Mapping[str, np.ndarray] | Mapping[str, TensorImportance],
     tensors: Iterable[tuple[str, np.ndarray]],
     quantizes: EncodeOptions | None = None,
+    allocate: bool = True,
 ) -> ImportancePlan:
     """Check statistics against the tensors they describe (one pass over ``tensors``) and
     summarize them for the allocation. Names the statistics give that are not tensors, and
     shapes that do not fit, raise InvalidInputError; tensors the encoder stores losslessly
-    (``quantizes``, an EncodeOptions) are left out.
+    (``quantizes``, an EncodeOptions) are left out. ``allocate=False`` keeps the plain
+    encoder's steps (SQNR per tensor and role offsets) and uses the statistics only to quantize.
 
     >>> w = np.ones((4, 3), np.float32)
     >>> plan = plan_importance({"w": np.array([1.0, 2.0, 3.0])}, [("w", w)])
@@ -318,7 +323,7 @@ def plan_importance(
             f"importance statistics name {len(unknown)} tensor(s) the checkpoint does not have "
             f"({shown}{more}): statistics of another model?"
         )
-    return ImportancePlan(parsed, summaries)
+    return ImportancePlan(parsed, summaries, bool(allocate))
 
 
 def prepare_options(
@@ -327,8 +332,10 @@ def prepare_options(
     """What ``save(tensors, importance=stats)`` encodes: ``stats`` (raw statistics, or the path
     of a statistics file) planned against ``tensors``, which are gathered in a list first when
     they come as a one-pass iterable (the allocation needs every tensor before the first is
-    coded)."""
+    coded). ``importance_allocation=False`` keeps the plain steps (:func:`plan_importance`)."""
     stats = options.get("importance")
+    allocate = options.get("importance_allocation", True)
+    options = {key: value for key, value in options.items() if key != "importance_allocation"}
     if stats is None or isinstance(stats, ImportancePlan):
         return tensors, options
     from .encoder import EncodeOptions
@@ -338,7 +345,12 @@ def prepare_options(
     items = tensors if isinstance(tensors, Mapping) else list(tensors)
     pairs = items.items() if isinstance(items, Mapping) else items
     rest = {key: value for key, value in options.items() if key != "importance"}
-    plan = plan_importance(stats, pairs, EncodeOptions.from_kwargs(**rest))  # type: ignore[arg-type]
+    plan = plan_importance(
+        stats,  # type: ignore[arg-type]
+        pairs,
+        EncodeOptions.from_kwargs(**rest),
+        allocate=bool(allocate),
+    )
     return items, {**rest, "importance": plan}
 
 

@@ -8,6 +8,8 @@ coded size of the quantized tensors, so the files compared are within 0.5 % of e
 - ``diag``: importance without the Hessian (allocation by importance, pruning by h·w²; the
   points are the plain quantizer's);
 - ``full``: importance with the Hessian (allocation plus the GPTQ error feedback);
+- ``feedback``: the plain encoder's steps (SQNR + role offsets), the statistics used only to
+  quantize (``importance_allocation=False``, ``--importance-no-allocation``);
 - ``layers`` (MiniLM): ``full`` without the embeddings' row frequencies, which then keep the
   plain encoder's SQNR and role offset.
 
@@ -55,7 +57,7 @@ COMMAND = "python bench/accuracy/importance_ab.py"
 MNIST_WEIGHTS = ROOT / "examples" / "mnist_cnn.safetensors"
 MEAN, STD = 0.1307, 0.3081  # ccexam's MNIST normalization
 CALIBRATION_DIGITS, CALIBRATION_SENTENCES = 1000, 50
-ARMS = ("plain", "diag", "full")
+ARMS = ("plain", "diag", "full", "feedback")
 
 
 def encode(
@@ -76,6 +78,9 @@ def arm_options(
     base = EncodeOptions.from_kwargs(**options)
     if arm == "plain":
         return base
+    if arm == "feedback":  # the plain steps; the statistics only quantize
+        plan = plan_importance(stats, state.items(), base, allocate=False)
+        return replace(base, importance=plan)
     if arm == "full":
         chosen = stats
     elif arm == "diag":
@@ -210,7 +215,9 @@ def render(document: dict[str, Any]) -> str:
         "Arms at the same `--bits` (coded bits of the quantized tensors / their weights, by the "
         "encoder's rate search): `plain` today's encoder (SQNR + role offsets); `diag` importance "
         "without the Hessian (allocation only); `full` with the Hessian (allocation + GPTQ "
-        "feedback). Statistics from calibration data kept apart from the data scored.",
+        "feedback); `feedback` the plain steps with the GPTQ feedback; `layers` (MiniLM) `full` "
+        "without the embeddings' row frequencies. Statistics from calibration data kept apart "
+        "from the data scored.",
         "",
     ]
     for model, info in document["models"].items():
