@@ -56,13 +56,14 @@ Tensors = Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]]
 def save(tensors: Tensors, **options: Any) -> bytes:
     """Encode tensors (a mapping, or (name, array) pairs consumed one at a time) to the bytes of
     a .udnc file; ``options`` are :class:`EncodeOptions`, and ``importance`` statistics (a
-    mapping or a file's path: docs/importance.md).
+    mapping or a file's path: docs/importance.md; ``importance_allocation=False`` keeps the
+    plain steps and uses them only to quantize).
 
     >>> data = save({"w": np.zeros((2, 2), np.float32)})
     >>> data[:8]
     b'\\x89UDNC\\r\\n\\x1a'
     """
-    if options.get("importance") is not None:
+    if options.get("importance") is not None or "importance_allocation" in options:
         tensors, options = prepare_options(tensors, options)
     opts = EncodeOptions.from_kwargs(**options)
     return assemble_bytes(encode_tensors(tensors, opts), opts.metadata)
@@ -77,7 +78,7 @@ def save_file(tensors: Tensors, path: str | os.PathLike[str], **options: Any) ->
     >>> load_file(path)["w"].shape
     (8, 256)
     """
-    if options.get("importance") is not None:
+    if options.get("importance") is not None or "importance_allocation" in options:
         tensors, options = prepare_options(tensors, options)
     opts = EncodeOptions.from_kwargs(**options)
     write_file(encode_tensors(tensors, opts), opts.metadata, path)

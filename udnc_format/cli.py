@@ -197,7 +197,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
         pairs = _progress(
             iter_checkpoint(source)[2], [s.nbytes for s in specs], "planning", args.quiet
         )
-        options = replace(options, importance=plan_importance(stats, pairs, options))
+        plan = plan_importance(stats, pairs, options, allocate=not args.importance_no_allocation)
+        options = replace(options, importance=plan)
     sizes = [spec.nbytes for spec in specs]
     if args.bits is not None:
 
@@ -668,6 +669,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="importance statistics (.safetensors, docs/importance.md): steps allocated by "
         "importance, errors weighted and fed forward, pruning by importance",
+    )
+    compress.add_argument(
+        "--importance-no-allocation",
+        action="store_true",
+        help="with --importance: keep the plain steps (--sqnr and role offsets); quantize with "
+        "the statistics only",
     )
     compress.add_argument("--codebook", action="store_true", help="store fitted shared vectors")
     compress.add_argument("--keep", action="append", metavar="GLOB", help="keep tensors lossless")

@@ -63,8 +63,10 @@ def prepare_options(
     """What ``save(tensors, importance=stats)`` encodes: ``stats`` (raw statistics, or the path
     of a statistics file) planned against ``tensors``, which are gathered in a list first when
     they come as a one-pass iterable (the allocation needs every tensor before the first is
-    coded)."""
+    coded). ``importance_allocation=False`` keeps the plain steps (:func:`plan_importance`)."""
     stats = options.get("importance")
+    allocate = options.get("importance_allocation", True)
+    options = {key: value for key, value in options.items() if key != "importance_allocation"}
     if stats is None or isinstance(stats, ImportancePlan):
         return tensors, options
     if isinstance(stats, (str, os.PathLike)):
@@ -72,5 +74,10 @@ def prepare_options(
     items = tensors if isinstance(tensors, Mapping) else list(tensors)
     pairs = items.items() if isinstance(items, Mapping) else items
     rest = {key: value for key, value in options.items() if key != "importance"}
-    plan = plan_importance(stats, pairs, EncodeOptions.from_kwargs(**rest))  # type: ignore[arg-type]
+    plan = plan_importance(
+        stats,  # type: ignore[arg-type]
+        pairs,
+        EncodeOptions.from_kwargs(**rest),
+        allocate=bool(allocate),
+    )
     return items, {**rest, "importance": plan}

@@ -6,7 +6,8 @@ accumulate, in binary64 on the CPU:
 - Linear and convolution: the second moments of the columns of the layer's input as the weight
   matrix (rows = output channels) sees it: for a convolution, the unfolded patches
   (input channel × kernel position, the order of ``weight.reshape(out, -1)``). The diagonal
-  always; the full E[x xᵀ] when there are at most MAX_HESSIAN_COLUMNS columns. Grouped
+  always; the full E[x xᵀ] when there are at most MAX_HESSIAN_COLUMNS columns and calibration
+  gave at least as many input rows (samples × positions) as there are columns. Grouped
   convolutions average the groups (their columns share the weight's layout);
 - Embedding: each row's frequency among the looked-up indices (the second moment of the one-hot
   input).
@@ -83,7 +84,8 @@ def collect_importance(
 ) -> dict[str, np.ndarray]:
     """Run calibration ``batches`` through ``model`` and return importance statistics keyed by
     the state-dict names of the weights: ``NAME`` the input columns' second moments,
-    ``NAME:hessian`` the full E[x xᵀ] (up to ``max_hessian_columns`` columns), ``NAME:rows`` an
+    ``NAME:hessian`` the full E[x xᵀ] (up to ``max_hessian_columns`` columns, and where at
+    least as many input rows as columns were seen), ``NAME:rows`` an
     embedding's row frequencies. A dict batch runs as ``model(**b)``, a tuple as ``model(*b)``,
     anything else as ``model(b)``; ``progress(i)`` is called after batch i.
 
@@ -162,7 +164,10 @@ def collect_importance(
     for name, found in moments.items():
         if found.count:
             stats[name] = found.squares / found.count
-            if found.outer is not None:
+            # With fewer input rows than columns the estimate of E[x xᵀ] is singular, and the
+            # feedback would fit the calibration inputs rather than the layer (measured on the
+            # MNIST CNN: bench/accuracy/importance_ab.md): the diagonal only, then.
+            if found.outer is not None and found.count >= found.squares.size:
                 stats[name + HESSIAN_SUFFIX] = found.outer / found.count
     for name, frequency in counts.items():
         total = frequency.sum()

@@ -456,7 +456,14 @@ def _quantize_values(
     if plan is not None and name in plan:
         codec = get_lattice(options.lattice)
         explicit = options.step_for(name)
-        chosen = plan.step_for(name, options.sqnr, codec) if explicit is None else float(explicit)
+        if explicit is not None:
+            chosen = float(explicit)
+        elif plan.allocate:
+            chosen = plan.step_for(name, options.sqnr, codec)
+        else:  # the plain encoder's predicted step for its SQNR target (no correction passes)
+            unit = float(np.max(np.abs(values)))
+            energy = sum_of_squares(values, unit)
+            chosen = step_for_sqnr(energy, values.size, unit, options.sqnr_for(name), codec)
         if not 0 < codec.scale_for_step(chosen) < math.inf:
             return None
         importance = plan.tensors[name]

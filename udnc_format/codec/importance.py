@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -60,10 +61,16 @@ FORMAT_KEY, FORMAT_NAME, VERSION_KEY, VERSION = "format", "udnc-importance", "ve
 DAMPING = 0.01
 # Columns per lazy batch of the error feedback (GPTQ's block size).
 BLOCK_COLUMNS = 128
-# Passes of the fixed-point feedback (trellis, pruning, vectors across rows); the best one wins.
-FIXED_POINT_PASSES = 4
-# The allocation gives no tensor a step whose plain SQNR falls below this: beyond it dithered
-# noise costs more than zeroing the tensor, and the high-rate model behind the equal slope fails.
+# Where the quantizer cannot go column by column, the columns go in this many lazy batches (of at
+# least MIN_BATCH_COLUMNS), one quantization pass each.
+FEEDBACK_BATCHES = 8
+MIN_BATCH_COLUMNS = 16
+# Passes of the fixed-point feedback (trellis, pruning, vectors across rows) after the lazy
+# batches; the best pass wins.
+FIXED_POINT_PASSES = 3
+# The allocation gives no tensor a step whose plain SQNR falls below this (nor below the target
+# when that is lower): beyond it dithered noise costs more than zeroing the tensor, and the
+# high-rate model behind the equal slope fails.
 MIN_ALLOCATED_SQNR_DB = 6.0
 
 
@@ -99,6 +106,17 @@ class TensorImportance:
                 f"importance {name!r}{ROWS_SUFFIX}: {self.rows.size} row weights for a tensor of "
                 f"shape {shape} ({rows} rows)"
             )
+
+    @cached_property
+    def upper(self) -> np.ndarray:
+        """:func:`inverse_cholesky` of the Hessian, computed once (a rate search quantizes the
+        tensor several times)."""
+        assert self.hessian is not None
+        return inverse_cholesky(self.hessian)
+
+    @cached_property
+    def inverse_upper(self) -> np.ndarray:
+        return np.linalg.inv(self.upper)
 
     def weights(self, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
         """(row factors (R,), column factors (C,)) of h_rc = rows[r] · cols[c]."""
@@ -184,20 +202,25 @@ class ImportancePlan:
 
     tensors: Mapping[str, TensorImportance]
     summaries: Mapping[str, _Summary]
+    # False: the steps stay the plain encoder's (SQNR and role offsets); only the quantization
+    # (feedback, pruning) uses the statistics.
+    allocate: bool = True
 
     def __contains__(self, name: object) -> bool:
         return name in self.summaries
 
     def step_for(self, name: str, sqnr: float | None, codec: LatticeCodec) -> float:
         """Δ_i = sqrt(θ / (G·h̄_i)), θ the weighted error per weight that gives the covered
-        tensors together the weighted SQNR ``sqnr``; capped at MIN_ALLOCATED_SQNR_DB of plain
-        SQNR."""
+        tensors together the weighted SQNR ``sqnr``; capped at a plain SQNR of
+        MIN_ALLOCATED_SQNR_DB (or of ``sqnr`` where that is lower, so that every rate stays
+        reachable)."""
         target = DEFAULT_SQNR_DB if sqnr is None else float(sqnr)
+        floor = min(MIN_ALLOCATED_SQNR_DB, target)
         count = sum(s.weights for s in self.summaries.values())
         weighted = sum(s.weighted_energy for s in self.summaries.values())
         summary = self.summaries[name]
         mean_square = summary.energy / summary.weights
-        cap = math.sqrt(mean_square * 10.0 ** (-MIN_ALLOCATED_SQNR_DB / 10.0) / codec.second_moment)
+        cap = math.sqrt(mean_square * 10.0 ** (-floor / 10.0) / codec.second_moment)
         theta = weighted / count * 10.0 ** (-target / 10.0)
         if not (summary.mean_importance > 0 and theta > 0):
             return cap
@@ -212,11 +235,13 @@ def plan_importance(
     stats: Mapping[str, np.ndarray] | Mapping[str, TensorImportance],
     tensors: Iterable[tuple[str, np.ndarray]],
     quantizes: EncodeOptions | None = None,
+    allocate: bool = True,
 ) -> ImportancePlan:
     """Check statistics against the tensors they describe (one pass over ``tensors``) and
     summarize them for the allocation. Names the statistics give that are not tensors, and
     shapes that do not fit, raise InvalidInputError; tensors the encoder stores losslessly
-    (``quantizes``, an EncodeOptions) are left out.
+    (``quantizes``, an EncodeOptions) are left out. ``allocate=False`` keeps the plain
+    encoder's steps (SQNR per tensor and role offsets) and uses the statistics only to quantize.
 
     >>> w = np.ones((4, 3), np.float32)
     >>> plan = plan_importance({"w": np.array([1.0, 2.0, 3.0])}, [("w", w)])
@@ -261,7 +286,7 @@ def plan_importance(
             f"importance statistics name {len(unknown)} tensor(s) the checkpoint does not have "
             f"({shown}{more}): statistics of another model?"
         )
-    return ImportancePlan(parsed, summaries)
+    return ImportancePlan(parsed, summaries, bool(allocate))
 
 
 def _is_parsed(stats: Mapping[str, object]) -> bool:
@@ -405,7 +430,7 @@ def quantize_weighted(
 
     targets = matrix
     if importance.hessian is not None and np.abs(matrix).max() / scale < MAX_ABS_COORDINATE / 4:
-        upper = inverse_cholesky(importance.hessian)
+        upper = importance.upper
         if mask is None and cols % codec.dim == 0 and options.lattice not in TRELLIS_DELAYS:
             targets = _gptq_targets(matrix, upper, _grid(codec, scale, options, index, rows * cols))
         else:
@@ -414,7 +439,7 @@ def quantize_weighted(
             masks: list[np.ndarray | None] = [mask]
             if mask is not None:
                 masks.append(prune_mask(values, options.prune))
-            targets, mask = _fixed_point_targets(matrix, upper, masks, importance, lattice_quantize)
+            targets, mask = _fixed_point_targets(matrix, masks, importance, lattice_quantize)
     q = lattice_quantize(targets, mask)
     decoded = _decoded(q, mask, matrix.shape)
     error = (decoded - matrix).reshape(-1)
@@ -453,32 +478,47 @@ def _decoded(q: QuantizedTensor, mask: np.ndarray | None, shape: tuple[int, int]
 
 def _fixed_point_targets(
     matrix: np.ndarray,
-    upper: np.ndarray,
     masks: list[np.ndarray | None],
     importance: TensorImportance,
     lattice_quantize: Callable[[np.ndarray, np.ndarray | None], QuantizedTensor],
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The feedback of GPTQ where the quantizer cannot go column by column (a trellis searches a
-    whole segment; pruned weights and vectors that cross rows break the column order): the
-    targets T that GPTQ would have fed for the points Q the quantizer picks from T,
+    whole segment; pruned weights and vectors that cross rows break the column order).
 
-        T = W − (T − Q)·A,   A = D⁻¹U − I (strictly upper, D = diag U),
-        so T = (W + Q·A)·U⁻¹·D,
-
-    iterated from T = W for each candidate pruning mask; of the passes, the one of least weighted
-    error wins (the first is plain quantization, so the result is never worse on the measure).
-    It converges within a few passes for the lattices, whose errors are local; a trellis path
-    changes as a whole when its targets move, and there plain quantization usually wins."""
+    GPTQ's targets satisfy T = W − (T − Q)·A, A = D⁻¹U − I (strictly upper, D = diag U), Q the
+    points the quantizer picks from T. First by lazy batches: the whole tensor is quantized, the
+    errors of the columns before a batch go to the columns from it on, the tensor is quantized
+    again, and so on batch by batch (a trellis re-decides the earlier columns too, but little
+    changes far from the columns whose targets moved). Then a few passes of the fixed point
+    itself, T = (W + Q·A)·U⁻¹·D, which converge for the lattices (their errors are local).
+    Of every pass, for each candidate pruning mask, the one of least weighted error wins; the
+    first is plain quantization, so the result is never worse on the measure."""
+    upper, inverse_upper = importance.upper, importance.inverse_upper
     diagonal = np.diagonal(upper).copy()
-    inverse_upper = np.linalg.inv(upper)
+    cols = matrix.shape[1]
     best: tuple[float, np.ndarray, np.ndarray | None] = (math.inf, matrix, masks[0])
+
+    def measure(targets: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        nonlocal best
+        decoded = _decoded(lattice_quantize(targets, mask), mask, matrix.shape)
+        cost = weighted_error(matrix - decoded, importance)
+        if cost < best[0]:
+            best = (cost, targets, mask)
+        return decoded
+
+    block = max(MIN_BATCH_COLUMNS, -(-cols // FEEDBACK_BATCHES))
     for mask in masks:
         targets = matrix
+        decoded = measure(targets, mask)
+        for start in range(block, cols, block):
+            errors = targets[:, :start] - decoded[:, :start]
+            targets = targets.copy()
+            targets[:, start:] = matrix[:, start:] - errors @ (
+                upper[:start, start:] / diagonal[:start, None]
+            )
+            decoded = measure(targets, mask)
         for _ in range(FIXED_POINT_PASSES):
-            decoded = _decoded(lattice_quantize(targets, mask), mask, matrix.shape)
-            cost = weighted_error(matrix - decoded, importance)
-            if cost < best[0]:
-                best = (cost, targets, mask)
             feedback = (decoded / diagonal) @ upper - decoded  # Q·A
             targets = ((matrix + feedback) @ inverse_upper) * diagonal
+            decoded = measure(targets, mask)
     return best[1], best[2]
