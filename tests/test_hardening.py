@@ -34,7 +34,7 @@ STRUCTURE_SMOKE_RUNS = 300
 # the list is empty; the numpy reference rANS decoder steps once per byte and lane, below the
 # 20 MB/s floor on crafted one-lane chunks (SECURITY.md: untrusted rANS input wants the kernels).
 KNOWN_DECODER_BUGS: frozenset[str] = (
-    frozenset() if kernels.active() else frozenset({"slow-rans-py-decode"})
+    frozenset() if kernels.active() else frozenset({"slow-coding-rans-py-decode"})
 )
 
 
