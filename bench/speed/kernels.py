@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -88,8 +89,7 @@ def decode_chunks(chunks: list) -> list[np.ndarray]:
     for q, _, raw, first, count, values in chunks:
         out = np.empty(values, np.float32)
         if not kernels.decode_chunk(out, raw, q, first, count, None, decoder._SYMBOL_LIMIT):
-            scaled = decoder.decode_chunk_scaled(q, raw, first, count, None)
-            decoder._store(out, scaled[:values], Dtype.F32)
+            decoder.decode_chunk(out, q, raw, first, count, None, Dtype.F32)
         outs.append(out)
     return outs
 
@@ -273,7 +273,7 @@ def main() -> None:
         raise SystemExit("the native kernels are not built (pip install -e .)")
     weights = minilm()
     results: dict[str, Any] = {
-        "command": "nice -n 10 python bench/speed/kernels.py",
+        "command": " ".join(["python", *sys.argv]) + f" (niceness {os.nice(0)})",
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, numpy {np.__version__}",
