@@ -1235,8 +1235,8 @@ CASES: list[Case] = [
         "codebook_size 2^24 + 1, with a codebook chunk declaring the bytes that agree with it.",
         codebook_size_over_limit,
         comment=(
-            "spec §8.1 does not list where the codebook size limit is checked; here every other "
-            "declared size agrees, so only limit applies."
+            "spec §8.1 step 7.3: the codebook size limit is the first descriptor rule, after the "
+            "tensor's chunk checks; here every other declared size agrees, so only limit applies."
         ),
     ),
     invalid(
