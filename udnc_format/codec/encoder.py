@@ -274,6 +274,31 @@ class EncodeOptions:
             return self.step.get(name)
         return self.step
 
+    def quantizer(
+        self,
+        name: str,
+        dtype: Dtype,
+        shape: tuple[int, ...],
+        index: int,
+        error_unit: float,
+        workers: Workers = SERIAL,
+    ) -> Callable[..., QuantizedTensor]:
+        """:func:`quantize` with tensor ``name``'s settings fixed (lattice, dither, generator,
+        seed, its dither stream ``index``): what is left is ``(kept values, step=, mask=)``."""
+        return partial(
+            quantize,
+            dtype=dtype,
+            shape=shape,
+            lattice=self.lattice,
+            dither=self.dither,
+            prng=self.prng,
+            workers=workers,
+            seed=self.seed,
+            dither_stream=index,
+            name=name,
+            error_unit=error_unit,
+        )
+
 
 @dataclass(frozen=True)
 class EncodedTensor:
@@ -480,22 +505,10 @@ def _quantize_values(
     unit = float(np.max(np.abs(kept))) if kept.size else 1.0
     energy = sum_of_squares(kept, unit)
 
+    quantize_at = options.quantizer(name, dtype, shape, index, unit, workers)
+
     def lattice_quantize(step: float) -> QuantizedTensor:
-        return quantize(
-            kept,
-            dtype=dtype,
-            shape=shape,
-            lattice=options.lattice,
-            step=step,
-            dither=options.dither,
-            prng=options.prng,
-            workers=workers,
-            seed=options.seed,
-            dither_stream=index,
-            mask=mask,
-            name=name,
-            error_unit=unit,
-        )
+        return quantize_at(kept, step=step, mask=mask)
 
     def finish(q: QuantizedTensor) -> QuantizedTensor:
         # The centroid codebook only lowers the error of the lattice quantization it refines.

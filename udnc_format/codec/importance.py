@@ -46,7 +46,7 @@ from ..coding.quantized import QuantizedTensor
 from ..format.constants import DEFAULT_SQNR_DB, MAX_ABS_COORDINATE, TRELLIS_DELAYS, Dtype
 from ..format.errors import InvalidInputError
 from .parallel import SERIAL, Workers
-from .quantizer import prune_mask, quantize, sum_of_squares
+from .quantizer import prune_mask, sum_of_squares
 
 if TYPE_CHECKING:
     from .encoder import EncodeOptions
@@ -410,23 +410,11 @@ def quantize_weighted(
         raise InvalidInputError(f"tensor {name!r}: step {step!r} is not a positive finite number")
     unit = float(np.max(np.abs(matrix))) or 1.0
 
+    quantize_at = options.quantizer(name, dtype, shape, index, unit, workers)
+
     def lattice_quantize(targets: np.ndarray, mask: np.ndarray | None) -> QuantizedTensor:
         flat = targets.reshape(-1)
-        return quantize(
-            flat if mask is None else flat[mask],
-            dtype=dtype,
-            shape=shape,
-            lattice=options.lattice,
-            step=step,
-            dither=options.dither,
-            prng=options.prng,
-            workers=workers,
-            seed=options.seed,
-            dither_stream=index,
-            mask=mask,
-            name=name,
-            error_unit=unit,
-        )
+        return quantize_at(flat if mask is None else flat[mask], step=step, mask=mask)
 
     targets = matrix
     if importance.hessian is not None and np.abs(matrix).max() / scale < MAX_ABS_COORDINATE / 4:
