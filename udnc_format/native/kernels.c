@@ -415,22 +415,14 @@ int udnc_read_values(const uint8_t *data, size_t size, size_t start, size_t coun
 int udnc_read_symbols(const uint8_t *data, size_t size, size_t start, size_t count, int bits,
                       uint64_t limit, int64_t *symbols)
 {
-    field_reader r;
-    uint8_t fields[BLOCK];
-    size_t first, j;
-    int status = open_fields(&r, data, size, start, count, bits);
+    /* The values, then un-zigzagged in place (int64_t and uint64_t may alias, C99 6.5). */
+    uint64_t *values = (uint64_t *)symbols;
+    size_t j;
+    int status = udnc_read_values(data, size, start, count, bits, limit, values);
     if (status)
         return status;
-    for (first = 0; first < count; first += BLOCK) {
-        size_t n = count - first < BLOCK ? count - first : BLOCK;
-        unpack_fields(&r, first, n, fields);
-        for (j = 0; j < n; j++) {
-            uint64_t value = fields[j] == r.top ? next_escaped(&r) : fields[j];
-            if (value >= limit)
-                return UDNC_INVALID;
-            symbols[first + j] = (int64_t)(value >> 1) ^ -(int64_t)(value & 1u);
-        }
-    }
+    for (j = 0; j < count; j++)
+        symbols[j] = (int64_t)(values[j] >> 1) ^ -(int64_t)(values[j] & 1u);
     return UDNC_OK;
 }
 
