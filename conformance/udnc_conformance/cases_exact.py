@@ -24,7 +24,7 @@ from udnc_format.format.header import ChunkRef, StreamRef, TensorEntry
 
 from .case import Case, invalid, valid
 from .cases_container import duplicate_metadata_keys
-from .cases_lattices import codebook_size_over_limit, mask_item, masked_file
+from .cases_lattices import codebook_item, codebook_size_over_limit, mask_item, masked_file
 from .cases_streams import RANS_EXAMPLE, RANS_EXAMPLE_BYTES, one_passthrough, rans_stream
 from .mini_encoder import (
     MINOR_1_2,
@@ -337,23 +337,7 @@ def mask_padding_in_earlier_chunk() -> bytes:
 def nan_across_codebook_chunks() -> bytes:
     """The D4 codebook (3 codewords, 48 bytes) in chunks of 22 and 26 bytes: value 5 (bytes 20
     to 23, codeword 1), NaN, straddles the boundary."""
-    return _nan_codeword(assemble([resplit(_codebook_item(), "codebook", [22])]))
-
-
-def _codebook_item() -> Item:
-    """``codebook_file``'s tensor as an Item (D4, 3 codewords, raw)."""
-    codebook = np.array([[0, 0, 0, 0], [1, 1, 0, 0], [-1, 0, 1, 2.5]], "<f4")
-    return lattice_item(
-        "w",
-        Dtype.F32,
-        (4, 5),
-        lattice=Lattice.D4,
-        scale=0.5,
-        values=np.array([0, 1, 2, 1, 0], np.uint64),
-        codebook=codebook,
-        bits=8,
-        coder=Coder.RAW,
-    )
+    return _nan_codeword(assemble([resplit(codebook_item(), "codebook", [22])]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -408,10 +408,10 @@ def mask_symbol_chunk_count() -> bytes:
     return edit_body(masked_file(), edit)
 
 
-def codebook_file(**options: Any) -> bytes:
+def codebook_item(**options: Any) -> Item:
     """D4 without dither, codebook of 3 codewords, 5 vectors, raw coder, one chunk."""
     codebook = np.array([[0, 0, 0, 0], [1, 1, 0, 0], [-1, 0, 1, 2.5]], "<f4")
-    item = lattice_item(
+    return lattice_item(
         "w",
         Dtype.F32,
         (4, 5),
@@ -423,7 +423,11 @@ def codebook_file(**options: Any) -> bytes:
         coder=Coder.RAW,
         **options,
     )
-    return assemble([item])
+
+
+def codebook_file(**options: Any) -> bytes:
+    """:func:`codebook_item` as a file."""
+    return assemble([codebook_item(**options)])
 
 
 def codebook_index_out_of_range() -> bytes:
