@@ -68,6 +68,8 @@ def test_file_round_trip(tmp_path: Path) -> None:
         ({"w:hessian": np.array([[1.0, 0.5], [0.0, 1.0]])}, "symmetric"),
         ({"w": np.ones(3), "w:hessian": np.eye(2)}, "column"),
         ({"w": np.array(["a"])}, "real numbers"),
+        ({"w:sensitivity": np.ones(2)}, r"shape \(1,\)"),
+        ({"w:sensitivity": np.array([-1.0])}, "sensitivity cannot be negative"),
     ],
 )
 def test_bad_statistics_raise(tmp_path: Path, stats: dict, message: str) -> None:
@@ -146,6 +148,28 @@ def test_allocation_floor_and_uncovered_tensors() -> None:
     with_stats = udnc_format.load(udnc_format.save(tensors, importance={"a": np.ones(64)}))
     without = udnc_format.load(udnc_format.save(tensors))
     np.testing.assert_array_equal(with_stats["plain"], without["plain"])
+
+
+def test_measured_sensitivity_allocates_and_outranks_the_proxy() -> None:
+    rng = np.random.default_rng(3)
+    tensors = {k: rng.normal(size=(32, 64)) for k in ("a", "b", "proxy")}
+    # The proxy says b matters 100 times more; the measured sensitivities say 4 times less.
+    stats = {
+        "a": np.ones(64), "a:sensitivity": np.array([4.0]),
+        "b": np.full(64, 100.0), "b:sensitivity": np.array([1.0]),
+        "proxy": np.full(64, 1e4),
+    }  # fmt: skip
+    plan = imp.plan_importance(stats, tensors.items())
+    codec = udnc_format.coding.lattices.get_lattice(Lattice.Z1)
+    assert plan.step_for("b", 30.0, codec) / plan.step_for("a", 30.0, codec) == pytest.approx(2.0)
+    # Only measured tensors are allocated; the other keeps the plain steps (and its feedback).
+    assert plan.allocates("a") and plan.allocates("b") and not plan.allocates("proxy")
+    plain = udnc_format.open(udnc_format.save(tensors, sqnr=30.0))
+    data = udnc_format.open(udnc_format.save(tensors, importance=stats, sqnr=30.0))
+    # (the predicted step: the plain encoder corrects it by the SQNR decoded, by a few %)
+    assert data.info("proxy").step == pytest.approx(plain.info("proxy").step, rel=0.05)
+    assert data.info("a").bits_per_weight > data.info("b").bits_per_weight + 0.8
+    assert not imp.plan_importance(stats, tensors.items(), allocate=False).allocates("a")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,14 +296,17 @@ def test_collect_importance_names_shapes_and_values() -> None:
     # fc saw 4 input rows for its 6 columns: too few for E[x xᵀ], so only its diagonal.
     assert set(stats) == {
         "emb.weight:rows", "conv.weight", "conv.weight:hessian", "conv2.weight",
-        "conv2.weight:hessian", "fc.weight",
+        "conv2.weight:hessian", "fc.weight", "emb.weight:sensitivity", "conv.weight:sensitivity",
+        "conv2.weight:sensitivity", "fc.weight:sensitivity",
     }  # fmt: skip
     state = model.state_dict()
     for key, value in stats.items():
         name, _, suffix = key.partition(":")
         shape = tuple(state[name].shape)
         columns = math.prod(shape[1:])
-        expected = {"": (columns,), "hessian": (columns, columns), "rows": (shape[0],)}[suffix]
+        expected = {
+            "": (columns,), "hessian": (columns, columns), "rows": (shape[0],), "sensitivity": (1,)
+        }[suffix]  # fmt: skip
         assert value.shape == expected, key
     counts = np.bincount(tokens.reshape(-1).numpy(), minlength=10)
     np.testing.assert_allclose(stats["emb.weight:rows"], counts / counts.sum())
@@ -295,6 +322,48 @@ def test_collect_importance_names_shapes_and_values() -> None:
     # The statistics plan against the model's own state dict.
     arrays = {k: v.detach().numpy() for k, v in state.items()}
     imp.plan_importance(stats, arrays.items())
+
+
+def test_sensitivity_measures_the_output_distortion_per_unit_of_noise() -> None:
+    from udnc_adapters import torch as udnc_torch
+
+    # y = W x: noise N of variance σ² per weight moves the outputs by E|N x|² = σ²·out·Σ|x|², so
+    # the sensitivity D / (σ²·weights) is Σ|x|² / (in · Σ|W x|²).
+    torch.manual_seed(1)
+    model = torch.nn.Linear(64, 48, bias=False)
+    batches = [torch.randn(16, 64) for _ in range(4)]
+    stats = udnc_torch.collect_importance(model, batches, max_hessian_columns=0)
+    x = torch.cat(batches).double()
+    y = x @ model.weight.detach().double().T
+    expected = float(x.square().sum() / (64 * y.square().sum()))
+    assert stats["weight:sensitivity"][0] == pytest.approx(expected, rel=0.05)
+    # Outputs picked by ``output``: twice the outputs, the same relative distortion.
+    doubled = udnc_torch.collect_importance(model, batches, output=lambda y: (2 * y, "ignored"))
+    assert doubled["weight:sensitivity"][0] == pytest.approx(stats["weight:sensitivity"][0])
+    assert "weight:sensitivity" not in udnc_torch.collect_importance(
+        model, batches, sensitivity=False
+    )
+
+
+def test_sensitivity_probe_failing_restores_the_weights() -> None:
+    from udnc_adapters import torch as udnc_torch
+
+    model = torch.nn.Linear(8, 8)
+    before = model.weight.detach().clone()
+    calls = []
+
+    def output(y: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) > 2:  # the first probe's batch: the weight carries noise now
+            raise RuntimeError("probe failed")
+        return y
+
+    with pytest.raises(RuntimeError, match="probe failed"):
+        udnc_torch.collect_importance(model, [torch.randn(2, 8)] * 2, output=output)
+    assert torch.equal(model.weight, before)
+    zero = torch.nn.Linear(4, 4)
+    with pytest.raises(InvalidInputError, match="outputs are all zero"):
+        udnc_torch.collect_importance(zero, [torch.randn(2, 4)], output=lambda y: 0 * y)
 
 
 def test_collect_importance_leaves_the_model_alone() -> None:

@@ -14,7 +14,7 @@ from .format.errors import InvalidInputError
 
 # --bits lands within this relative distance of the request (the issue allows 2 %).
 BITS_TOLERANCE = 0.005
-MAX_BITS_PASSES = 8
+MAX_BITS_PASSES = 12
 # A dithered quantizer's rate grows by one bit per 6.02 dB of SQNR at high rate.
 DB_PER_BIT = 20.0 * math.log10(2.0)
 
@@ -50,24 +50,41 @@ def sqnr_for_bits(
             progress(sqnr, rate)
         return rate
 
-    # Secant search on rate(SQNR), which is nearly linear with slope 1/6.02 bit per dB.
-    low_sqnr = DB_PER_BIT * bits_per_weight - 3.0
-    low_rate = measure(low_sqnr)
-    high_sqnr = low_sqnr + DB_PER_BIT * (bits_per_weight - low_rate)
-    high_rate = measure(high_sqnr)
+    # Secant search on rate(SQNR), which is nearly linear with slope 1/6.02 bit per dB, kept
+    # inside the bracket once the target is bracketed: where the slope changes (allocated
+    # tensors reaching their SQNR floor) the secant alone can step back and forth around it.
+    below: tuple[float, float] | None = None  # (SQNR, rate) with rate < target
+    above: tuple[float, float] | None = None
+    sqnr = DB_PER_BIT * bits_per_weight - 3.0
+    previous: tuple[float, float] | None = None
+    closest = (math.inf, sqnr, math.nan)
     for _ in range(MAX_BITS_PASSES):
-        if abs(high_rate - bits_per_weight) <= BITS_TOLERANCE * bits_per_weight:
-            return high_sqnr
-        slope = (high_rate - low_rate) / (high_sqnr - low_sqnr) if high_sqnr != low_sqnr else 0.0
-        if slope <= 0.01:  # flat or noisy: fall back to the high-rate slope
-            slope = 1.0 / DB_PER_BIT
-        step = (bits_per_weight - high_rate) / slope
-        low_sqnr, low_rate = high_sqnr, high_rate
-        high_sqnr = high_sqnr + max(-3 * DB_PER_BIT, min(3 * DB_PER_BIT, step))
-        high_rate = measure(high_sqnr)
-    if abs(high_rate - bits_per_weight) <= 0.02 * bits_per_weight:
-        return high_sqnr
+        rate = measure(sqnr)
+        if abs(rate - bits_per_weight) < closest[0]:
+            closest = (abs(rate - bits_per_weight), sqnr, rate)
+        if abs(rate - bits_per_weight) <= BITS_TOLERANCE * bits_per_weight:
+            return sqnr
+        if rate < bits_per_weight and (below is None or sqnr > below[0]):
+            below = (sqnr, rate)
+        if rate > bits_per_weight and (above is None or sqnr < above[0]):
+            above = (sqnr, rate)
+        slope = 1.0 / DB_PER_BIT
+        if previous is not None and previous[0] != sqnr:
+            measured = (rate - previous[1]) / (sqnr - previous[0])
+            if measured > 0:  # flat or noisy: keep the high-rate slope
+                slope = measured
+        previous = (sqnr, rate)
+        step = (bits_per_weight - rate) / slope
+        proposal = sqnr + max(-3 * DB_PER_BIT, min(3 * DB_PER_BIT, step))
+        if below is not None and above is not None:
+            low, high = below[0], above[0]
+            margin = 0.1 * (high - low)
+            if not low + margin <= proposal <= high - margin:
+                proposal = 0.5 * (low + high)
+        sqnr = proposal
+    _, sqnr, rate = closest
+    if abs(rate - bits_per_weight) <= 0.02 * bits_per_weight:
+        return sqnr
     raise InvalidInputError(
-        f"could not reach {bits_per_weight} bits per weight (closest: {high_rate:.3f} at "
-        f"{high_sqnr:.2f} dB)"
+        f"could not reach {bits_per_weight} bits per weight (closest: {rate:.3f} at {sqnr:.2f} dB)"
     )

@@ -12,8 +12,16 @@ accumulate, in binary64 on the CPU:
 - Embedding: each row's frequency among the looked-up indices (the second moment of the one-hot
   input).
 
+With ``sensitivity`` (the default), each floating parameter of two or more dimensions also gets
+its measured sensitivity: the batches run again with uniform noise of a known variance σ² (20 dB
+below the tensor's mean square) added to that tensor alone, and the model's outputs move by
+D = Σ|Δy|² / Σ|y|² (every floating tensor of the outputs, or what ``output`` picks of them);
+the sensitivity is D / (σ² · weights). The encoder's error is, with dither, uniform noise
+independent of the weights, so this measures the very loss proxy the allocation needs, across
+layers of any kind (bench/accuracy/importance_ab.md).
+
 The model is left as it was: hooks are removed, every module's training flag restored, no
-gradient is computed, no parameter or buffer is written.
+gradient is computed, and each parameter that carried noise is restored bit for bit.
 """
 
 from __future__ import annotations
@@ -23,8 +31,17 @@ from typing import Any
 
 import numpy as np
 
-from udnc_format.codec.importance import HESSIAN_SUFFIX, MAX_HESSIAN_COLUMNS, ROWS_SUFFIX
+from udnc_format.codec.importance import (
+    HESSIAN_SUFFIX,
+    MAX_HESSIAN_COLUMNS,
+    ROWS_SUFFIX,
+    SENSITIVITY_SUFFIX,
+)
 from udnc_format.format.errors import InvalidInputError
+
+# The probe noise of the sensitivity: this far below the tensor's mean square, small enough that
+# the outputs move in proportion to its variance, large enough to stand above float32 rounding.
+PROBE_SQNR_DB = 20.0
 
 
 class _Moments:
@@ -75,19 +92,98 @@ def _conv_columns(module: Any, x: Any) -> Any:
     return patches.permute(0, 1, 3, 2).reshape(-1, width // groups)
 
 
+def _run(model: Any, batch: Any) -> Any:
+    if isinstance(batch, dict):
+        return model(**batch)
+    if isinstance(batch, tuple):
+        return model(*batch)
+    return model(batch)
+
+
+def _output_tensors(out: Any) -> list[Any]:
+    """The floating tensors of a model's output: a tensor, or those found in its tuples, lists
+    and mappings (a transformers ModelOutput is a mapping), in order."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out.detach()] if out.is_floating_point() else []
+    if hasattr(out, "items"):
+        return [t for value in out.values() for t in _output_tensors(value)]
+    if isinstance(out, (tuple, list)):
+        return [t for value in out for t in _output_tensors(value)]
+    return []
+
+
+def _outputs(model: Any, batch: Any, output: Callable[[Any], Any] | None) -> list[Any]:
+    import torch
+
+    out = _run(model, batch)
+    found = _output_tensors(out if output is None else output(out))
+    return [t.to("cpu", dtype=torch.float64) for t in found]
+
+
+def _sensitivities(
+    model: Any,
+    batches: list[Any],
+    output: Callable[[Any], Any] | None,
+    progress: Callable[[int], None] | None,
+) -> dict[str, np.ndarray]:
+    """``NAME:sensitivity`` of every floating parameter of 2+ dimensions (module docstring)."""
+    import torch
+
+    reference = [_outputs(model, batch, output) for batch in batches]
+    energy = sum(float((y * y).sum()) for ys in reference for y in ys)
+    if not energy > 0:
+        raise InvalidInputError(
+            "collect_importance: the model's outputs are all zero (or not floating tensors) on "
+            "the calibration batches, so no sensitivity can be measured; pass output= to pick "
+            "them, or sensitivity=False"
+        )
+    stats: dict[str, np.ndarray] = {}
+    generator = torch.Generator().manual_seed(0)
+    for index, (name, parameter) in enumerate(model.named_parameters()):
+        if parameter.ndim < 2 or not parameter.is_floating_point():
+            continue
+        original = parameter.detach().clone()
+        sigma = float(original.double().square().mean().sqrt()) * 10 ** (-PROBE_SQNR_DB / 20)
+        if not sigma > 0:
+            continue
+        noise = torch.rand(original.shape, generator=generator, dtype=torch.float64) - 0.5
+        noise *= sigma * 12**0.5  # uniform of variance σ²
+        try:
+            parameter.data.add_(noise.to(parameter.device, parameter.dtype))
+            moved = 0.0
+            for batch, ys in zip(batches, reference, strict=True):
+                for y, y0 in zip(_outputs(model, batch, output), ys, strict=True):
+                    moved += float((y - y0).square().sum())
+        finally:
+            parameter.data.copy_(original)
+        stats[name + SENSITIVITY_SUFFIX] = np.array(
+            [moved / energy / (sigma**2 * original.numel())]
+        )
+        if progress is not None:
+            progress(index)
+    return stats
+
+
 def collect_importance(
     model: Any,
     batches: Iterable[Any],
     *,
     max_hessian_columns: int = MAX_HESSIAN_COLUMNS,
+    sensitivity: bool = True,
+    output: Callable[[Any], Any] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Run calibration ``batches`` through ``model`` and return importance statistics keyed by
     the state-dict names of the weights: ``NAME`` the input columns' second moments,
     ``NAME:hessian`` the full E[x xᵀ] (up to ``max_hessian_columns`` columns, and where at
     least as many input rows as columns were seen), ``NAME:rows`` an
-    embedding's row frequencies. A dict batch runs as ``model(**b)``, a tuple as ``model(*b)``,
-    anything else as ``model(b)``; ``progress(i)`` is called after batch i.
+    embedding's row frequencies, and with ``sensitivity`` ``NAME:sensitivity`` for every
+    floating parameter of 2+ dimensions (one more pass over the batches per parameter; the
+    outputs compared are ``output(model(...))`` when given, else the model's own). A dict batch
+    runs as ``model(**b)``, a tuple as ``model(*b)``, anything else as ``model(b)``;
+    ``progress(i)`` is called after batch i of the first pass and after parameter i.
 
     >>> stats = udnc_adapters.torch.collect_importance(model, loader_inputs)  # doctest: +SKIP
     >>> udnc_format.importance_file.save_importance(stats, "stats.safetensors")  # doctest: +SKIP
@@ -139,27 +235,29 @@ def collect_importance(
         seen.add(id(weight))
         handles.append(module.register_forward_pre_hook(hook))
     training = {module: module.training for module in model.modules()}
+    kept = [] if sensitivity else None  # the batches run again for the sensitivities
     batch_count = 0
     try:
         model.eval()
         with torch.no_grad():
             for batch in batches:
-                if isinstance(batch, dict):
-                    model(**batch)
-                elif isinstance(batch, tuple):
-                    model(*batch)
-                else:
-                    model(batch)
+                _run(model, batch)
+                if kept is not None:
+                    kept.append(batch)
                 if progress is not None:
                     progress(batch_count)
                 batch_count += 1
+            for handle in handles:
+                handle.remove()
+            handles.clear()
+            if not batch_count:
+                raise InvalidInputError("collect_importance needs at least one calibration batch")
+            measured = {} if kept is None else _sensitivities(model, kept, output, progress)
     finally:
         for handle in handles:
             handle.remove()
         for module, mode in training.items():
             module.training = mode
-    if not batch_count:
-        raise InvalidInputError("collect_importance needs at least one calibration batch")
     stats: dict[str, np.ndarray] = {}
     for name, found in moments.items():
         if found.count:
@@ -173,4 +271,5 @@ def collect_importance(
         total = frequency.sum()
         if total:
             stats[name + ROWS_SUFFIX] = frequency / total
+    stats.update(measured)
     return stats

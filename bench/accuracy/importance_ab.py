@@ -4,14 +4,14 @@ statistics (docs/importance.md), at the same coded size.
 Arms, each at the same ``--bits`` target (the rate search of ``udnc compress --bits``, on the real
 coded size of the quantized tensors, so the files compared are within 0.5 % of each other):
 
-- ``plain``: today's encoder (one SQNR per tensor plus the role offsets, searched);
-- ``diag``: importance without the Hessian (allocation by importance, pruning by h·w²; the
-  points are the plain quantizer's);
-- ``full``: importance with the Hessian (allocation plus the GPTQ error feedback);
+- ``plain``: the encoder without statistics (one SQNR per tensor plus the role offsets, searched);
+- ``proxy``: the statistics without the measured sensitivities: allocation by the layer-output
+  proxy h̄ (mean input second moment), GPTQ error feedback, pruning by h·w²;
+- ``sensitivity``: the measured sensitivities only: allocation by them, plain quantization;
+- ``full``: everything ``collect_importance`` gives: allocation by the sensitivities plus the
+  GPTQ feedback;
 - ``feedback``: the plain encoder's steps (SQNR + role offsets), the statistics used only to
-  quantize (``importance_allocation=False``, ``--importance-no-allocation``);
-- ``layers`` (MiniLM): ``full`` without the embeddings' row frequencies, which then keep the
-  plain encoder's SQNR and role offset.
+  quantize (``importance_allocation=False``, ``--importance-no-allocation``).
 
 Models and data (all in process, nothing downloaded):
 
@@ -49,7 +49,7 @@ from udnc_adapters import torch as udnc_torch  # noqa: E402
 
 import udnc_format  # noqa: E402
 from udnc_format.codec.encoder import EncodeOptions, encode_tensors  # noqa: E402
-from udnc_format.codec.importance import HESSIAN_SUFFIX, ROWS_SUFFIX, plan_importance  # noqa: E402
+from udnc_format.codec.importance import SENSITIVITY_SUFFIX, plan_importance  # noqa: E402
 from udnc_format.codec.writer import assemble_bytes  # noqa: E402
 from udnc_format.rate import coded_bits, sqnr_for_bits  # noqa: E402
 
@@ -57,7 +57,7 @@ COMMAND = "python bench/accuracy/importance_ab.py"
 MNIST_WEIGHTS = ROOT / "examples" / "mnist_cnn.safetensors"
 MEAN, STD = 0.1307, 0.3081  # ccexam's MNIST normalization
 CALIBRATION_DIGITS, CALIBRATION_SENTENCES = 1000, 50
-ARMS = ("plain", "diag", "full", "feedback")
+ARMS = ("plain", "proxy", "sensitivity", "full", "feedback")
 
 
 def encode(
@@ -83,10 +83,10 @@ def arm_options(
         return replace(base, importance=plan)
     if arm == "full":
         chosen = stats
-    elif arm == "diag":
-        chosen = {k: v for k, v in stats.items() if not k.endswith(HESSIAN_SUFFIX)}
-    else:  # "layers": the embeddings' row frequencies left out (they keep the role offsets)
-        chosen = {k: v for k, v in stats.items() if not k.endswith(ROWS_SUFFIX)}
+    elif arm == "proxy":  # the allocation by the layer-output proxy
+        chosen = {k: v for k, v in stats.items() if not k.endswith(SENSITIVITY_SUFFIX)}
+    else:  # "sensitivity": the measured sensitivities alone
+        chosen = {k: v for k, v in stats.items() if k.endswith(SENSITIVITY_SUFFIX)}
     return replace(base, importance=plan_importance(chosen, state.items(), base))
 
 
@@ -178,7 +178,8 @@ def minilm() -> tuple[
     calibration_sentences = roundtrip.SENTENCES[:CALIBRATION_SENTENCES]
     held_out = list(roundtrip.SENTENCES[CALIBRATION_SENTENCES:])
     batches = [dict(tokenizer(s, return_tensors="pt")) for s in calibration_sentences]
-    stats = udnc_torch.collect_importance(bert, batches)
+    # The sentence embedding pools the last hidden state: the pooler's output is not used.
+    stats = udnc_torch.collect_importance(bert, batches, output=lambda out: out.last_hidden_state)
     reference = model.encode(held_out, batch_size=32, convert_to_numpy=True)
     state = {k: v.detach().numpy().copy() for k, v in bert.state_dict().items()}
 
@@ -199,7 +200,7 @@ def minilm() -> tuple[
 
 MODELS = {
     "mnist": (mnist, ("Z1", "TCQ16"), (0.5, 0.75, 1.0, 1.5, 2.0), ARMS),
-    "minilm": (minilm, ("Z1",), (2.5, 3.5), (*ARMS, "layers")),
+    "minilm": (minilm, ("Z1", "TCQ64"), (2.5, 3.5), ARMS),
 }
 
 
@@ -213,10 +214,12 @@ def render(document: dict[str, Any]) -> str:
         "per tensor as the defaults give.",
         "",
         "Arms at the same `--bits` (coded bits of the quantized tensors / their weights, by the "
-        "encoder's rate search): `plain` today's encoder (SQNR + role offsets); `diag` importance "
-        "without the Hessian (allocation only); `full` with the Hessian (allocation + GPTQ "
-        "feedback); `feedback` the plain steps with the GPTQ feedback; `layers` (MiniLM) `full` "
-        "without the embeddings' row frequencies. Statistics from calibration data kept apart "
+        "encoder's rate search): `plain` without statistics (SQNR + role offsets); `proxy` the "
+        "statistics without the measured sensitivities (allocation by the layer-output proxy, "
+        "GPTQ feedback); `sensitivity` the measured sensitivities alone (allocation, plain "
+        "quantization); `full` everything (allocation by the sensitivities + GPTQ feedback); "
+        "`feedback` the plain steps with the GPTQ feedback. Statistics from calibration data kept "
+        "apart "
         "from the data scored.",
         "",
     ]

@@ -483,7 +483,7 @@ def _quantize_values(
         explicit = options.step_for(name)
         if explicit is not None:
             chosen = float(explicit)
-        elif plan.allocate:
+        elif plan.allocates(name):
             chosen = plan.step_for(name, options.sqnr, codec)
         else:  # the plain encoder's predicted step for its SQNR target (no correction passes)
             unit = float(np.max(np.abs(values)))

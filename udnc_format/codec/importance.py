@@ -8,7 +8,10 @@ keyed by the names of the tensors it covers:
                            position), C = prod(shape[1:]);
 - ``NAME:hessian``  (C, C) the full second moment E[x xᵀ] (optional; the feedback of the error
                            needs it);
-- ``NAME:rows``     (R,)   a weight per row, R = shape[0] (an embedding's row frequencies).
+- ``NAME:rows``     (R,)   a weight per row, R = shape[0] (an embedding's row frequencies);
+- ``NAME:sensitivity`` (1,) the model's measured output distortion per weight and unit of error
+                           variance (noise injected into this tensor alone, relative to the
+                           outputs' energy): a loss-aware weight of the whole tensor.
 
 Weight (r, c) of a tensor reshaped to (R, C) row-major (the order the quantizer lays out vectors)
 then has the importance h_rc = rows[r] · cols[c] (a missing factor is 1): the predicted loss
@@ -20,7 +23,9 @@ The encoder uses the statistics twice:
 - **allocation** (:class:`ImportancePlan`): the step of each covered tensor is chosen so that the
   predicted weighted error per weight, G·Δ_i²·h̄_i, is equal across tensors: the equal-slope
   (reverse water-filling) solution at high rate, where each tensor's rate falls by one bit per
-  weight when its Δ doubles. ``sqnr`` then sets the predicted importance-weighted SQNR of the
+  weight when its Δ doubles. h̄_i is the tensor's measured sensitivity where the statistics
+  give one (then only such tensors are allocated; the others keep the plain steps), else the
+  mean of h_rc. ``sqnr`` then sets the predicted importance-weighted SQNR of the
   covered tensors together; ``step`` overrides the allocation as it does everywhere;
 - **quantization** (:func:`quantize_weighted`): each weight's error is fed forward to the weights
   of its row not yet quantized through the Cholesky factor of the damped inverse Hessian
@@ -53,6 +58,7 @@ if TYPE_CHECKING:
 
 HESSIAN_SUFFIX = ":hessian"
 ROWS_SUFFIX = ":rows"
+SENSITIVITY_SUFFIX = ":sensitivity"
 # Collectors store the full matrix E[x xᵀ] up to this many columns (64 MB in float32).
 MAX_HESSIAN_COLUMNS = 4096
 # The file's metadata names its layout, so that a wrong file is recognized.
@@ -80,13 +86,14 @@ MIN_ALLOCATED_SQNR_DB = 6.0
 
 @dataclass(frozen=True)
 class TensorImportance:
-    """The statistics of one weight tensor (binary64): ``cols`` (C,), ``hessian`` (C, C) and
-    ``rows`` (R,), each None when absent (``cols`` is the Hessian's diagonal when only it is
-    given)."""
+    """The statistics of one weight tensor (binary64): ``cols`` (C,), ``hessian`` (C, C),
+    ``rows`` (R,) and ``sensitivity``, each None when absent (``cols`` is the Hessian's diagonal
+    when only it is given)."""
 
     cols: np.ndarray | None = None
     hessian: np.ndarray | None = None
     rows: np.ndarray | None = None
+    sensitivity: float | None = None
 
     def check_shape(self, name: str, shape: tuple[int, ...]) -> None:
         """InvalidInputError unless the statistics fit a tensor of ``shape``."""
@@ -126,7 +133,7 @@ class TensorImportance:
 
 
 def _split_key(key: str) -> tuple[str, str]:
-    for suffix in (HESSIAN_SUFFIX, ROWS_SUFFIX):
+    for suffix in (HESSIAN_SUFFIX, ROWS_SUFFIX, SENSITIVITY_SUFFIX):
         if key.endswith(suffix) and len(key) > len(suffix):
             return key[: -len(suffix)], suffix
     return key, ""
@@ -157,13 +164,17 @@ def parse_importance(
         if suffix == HESSIAN_SUFFIX:
             if array.ndim != 2 or array.shape[0] != array.shape[1]:
                 raise InvalidInputError(f"{where}: expected a square matrix, got {array.shape}")
+        elif suffix == SENSITIVITY_SUFFIX:
+            if array.shape != (1,):
+                raise InvalidInputError(f"{where}: expected shape (1,), got {array.shape}")
         elif array.ndim != 1:
             raise InvalidInputError(f"{where}: expected a vector, got shape {array.shape}")
         if not np.isfinite(array).all():
             raise InvalidInputError(f"{where}: holds NaN or infinity")
         diagonal = np.diagonal(array) if suffix == HESSIAN_SUFFIX else array
         if diagonal.size and diagonal.min() < 0:
-            raise InvalidInputError(f"{where}: second moments cannot be negative")
+            what = "a sensitivity" if suffix == SENSITIVITY_SUFFIX else "second moments"
+            raise InvalidInputError(f"{where}: {what} cannot be negative")
         if suffix == HESSIAN_SUFFIX:
             asymmetry = float(np.abs(array - array.T).max()) if array.size else 0.0
             if asymmetry > 1e-5 * max(float(np.abs(array).max()), 1e-300):
@@ -179,7 +190,13 @@ def parse_importance(
             )
         if cols is None and hessian is not None:
             cols = np.diagonal(hessian).copy()
-        grouped[name] = TensorImportance(cols, hessian, found.get(ROWS_SUFFIX))
+        sensitivity = found.get(SENSITIVITY_SUFFIX)
+        grouped[name] = TensorImportance(
+            cols,
+            hessian,
+            found.get(ROWS_SUFFIX),
+            None if sensitivity is None else float(sensitivity[0]),
+        )
     return grouped
 
 
@@ -209,6 +226,18 @@ class ImportancePlan:
     def __contains__(self, name: object) -> bool:
         return name in self.summaries
 
+    @cached_property
+    def _measured(self) -> bool:
+        return any(self.tensors[name].sensitivity is not None for name in self.summaries)
+
+    def allocates(self, name: str) -> bool:
+        """Whether ``name``'s step comes from the allocation: every covered tensor's, or only
+        those with a measured sensitivity when some have one (the proxy h̄ and a measured
+        sensitivity are not in the same units)."""
+        if not self.allocate or name not in self.summaries:
+            return False
+        return not self._measured or self.tensors[name].sensitivity is not None
+
     def step_for(self, name: str, sqnr: float | None, codec: LatticeCodec) -> float:
         """Δ_i = sqrt(θ / (G·h̄_i)), θ the weighted error per weight that gives the covered
         tensors together the weighted SQNR ``sqnr``; capped at a plain SQNR of
@@ -216,8 +245,9 @@ class ImportancePlan:
         reachable)."""
         target = DEFAULT_SQNR_DB if sqnr is None else float(sqnr)
         floor = min(MIN_ALLOCATED_SQNR_DB, target)
-        count = sum(s.weights for s in self.summaries.values())
-        weighted = sum(s.weighted_energy for s in self.summaries.values())
+        allocated = [s for key, s in self.summaries.items() if self.allocates(key)]
+        count = sum(s.weights for s in allocated)
+        weighted = sum(s.weighted_energy for s in allocated)
         summary = self.summaries[name]
         mean_square = summary.energy / summary.weights
         cap = math.sqrt(mean_square * 10.0 ** (-floor / 10.0) / codec.second_moment)
@@ -271,13 +301,13 @@ def plan_importance(
         if not np.issubdtype(values.dtype, np.floating) or not np.isfinite(values).all():
             continue  # the encoder reports these tensors itself
         matrix = _as_matrix(values).astype(np.float64)
-        r, c = found.weights(*matrix.shape)
-        summaries[name] = _Summary(
-            weights=matrix.size,
-            mean_importance=float(r.mean() * c.mean()),
-            weighted_energy=float(r @ np.square(matrix) @ c),
-            energy=sum_of_squares(matrix),
-        )
+        energy = sum_of_squares(matrix)
+        if found.sensitivity is not None:
+            mean, weighted = found.sensitivity, found.sensitivity * energy
+        else:
+            r, c = found.weights(*matrix.shape)
+            mean, weighted = float(r.mean() * c.mean()), float(r @ np.square(matrix) @ c)
+        summaries[name] = _Summary(matrix.size, mean, weighted, energy)
     unknown = sorted(set(parsed) - seen)
     if unknown:
         shown = ", ".join(repr(n) for n in unknown[:5])
