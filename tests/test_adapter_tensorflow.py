@@ -327,3 +327,20 @@ def test_keras_collect_importance_errors_leave_the_model_alone() -> None:
         udnc_tf.collect_importance(model, [np.ones((2, 5), np.float32)])
     assert "call" not in vars(model.layers[0])
     assert snapshot(udnc_tf.model_weights(model)) == before
+
+
+def test_keras_collect_importance_of_a_functional_model_of_two_inputs() -> None:
+    keras.utils.set_random_seed(2)
+    a, b = keras.Input((3,), name="a"), keras.Input((5,), name="b")
+    joined = keras.layers.Concatenate(name="cat")([a, keras.layers.Dense(4, name="pa")(b)])
+    model = keras.Model({"a": a, "b": b}, keras.layers.Dense(2, name="out")(joined), name="two")
+    rng = np.random.default_rng(3)
+    batch = {"a": rng.normal(size=(6, 3)), "b": 2 * rng.normal(size=(6, 5))}
+    stats = udnc_tf.collect_importance(model, [batch])
+    assert set(stats) == {
+        "two/pa/kernel:rows", "two/out/kernel:rows", "two/pa/kernel:sensitivity",
+        "two/out/kernel:sensitivity",
+    }  # fmt: skip
+    expected = np.square(batch["b"]).mean(axis=0)
+    np.testing.assert_allclose(stats["two/pa/kernel:rows"], expected, rtol=1e-6)
+    assert stats["two/out/kernel:rows"].shape == (7,)
