@@ -370,3 +370,60 @@ def test_optax_state_round_trips() -> None:
     tx.update(params, loaded["opt"], params)  # optax takes it back
     plain = udnc_jax.load(data)["opt"]  # without like: a tuple of named tuples
     assert type(plain) is tuple and plain[0]._fields == ("count", "mu", "nu")
+
+
+# ---------------------------------------------------------------------------------------------
+# collect_importance
+
+
+def dense_params(seed: int = 1) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "params": {
+            "dense": {"kernel": jnp.asarray(rng.normal(size=(64, 48)), jnp.float32)},
+            "a/b": {"": jnp.asarray(rng.normal(size=(48, 2)), jnp.float32)},
+            "bias": jnp.zeros(2),
+        },
+        "steps": np.int32(3),
+    }
+
+
+def apply(params: dict, x: Any) -> Any:
+    hidden = x @ params["params"]["dense"]["kernel"]
+    return {"hidden": hidden, "out": hidden @ params["params"]["a/b"][""], "ids": jnp.arange(2)}
+
+
+def test_jax_collect_importance_names_and_sensitivity() -> None:
+    from udnc_format.codec import importance as imp
+
+    params = dense_params()
+    before = [bits(np.asarray(leaf)) for leaf in jax.tree_util.tree_leaves(params)]
+    rng = np.random.default_rng(2)
+    batches = [jnp.asarray(rng.normal(size=(16, 64)), jnp.float32) for _ in range(4)]
+    calls: list[int] = []
+    stats = udnc_jax.collect_importance(jax.jit(apply), params, batches, progress=calls.append)
+    assert calls == [0, 1, 2, 3, 0, 1]
+    assert set(stats) == {"params/dense/kernel:sensitivity", "params/a~1b/~2:sensitivity"}
+    after = [bits(np.asarray(leaf)) for leaf in jax.tree_util.tree_leaves(params)]
+    assert after == before
+    # The names are those save gives the arrays.
+    leaves = [(name, np.asarray(value)) for name, value in udnc_jax.flatten(params)[0]]
+    imp.plan_importance(stats, leaves)
+    data = udnc_jax.save(params, importance=stats, sqnr=20)
+    assert udnc_format.load(data)["params/dense/kernel"].shape == (64, 48)
+    # A single layer y = x W: the sensitivity is Σ|x|² / (in · Σ|y|²).
+    one = udnc_jax.collect_importance(apply, params, batches, output=lambda out: out["hidden"])
+    x = np.concatenate([np.asarray(b) for b in batches]).astype(np.float64)
+    y = x @ np.asarray(params["params"]["dense"]["kernel"]).astype(np.float64)
+    expected = float(np.square(x).sum() / (64 * np.square(y).sum()))
+    assert one["params/dense/kernel:sensitivity"][0] == pytest.approx(expected, rel=0.05)
+    assert one["params/a~1b/~2:sensitivity"][0] == 0.0  # not in the outputs compared
+    assert udnc_jax.collect_importance(apply, params, batches, sensitivity=False) == {}
+
+
+def test_jax_collect_importance_errors() -> None:
+    params = dense_params()
+    with pytest.raises(InvalidInputError, match="at least one"):
+        udnc_jax.collect_importance(apply, params, [])
+    with pytest.raises(InvalidInputError, match="outputs are all zero"):
+        udnc_jax.collect_importance(apply, params, [jnp.zeros((2, 64))])

@@ -241,3 +241,106 @@ def test_load_into_not_strict_refuses_to_assign_nothing_or_too_little(tmp_path) 
     variables = {"a": tf.Variable(np.zeros(2, np.float32))}
     with pytest.raises(ModelMismatchError, match=r"does not fit the variables: strict=False"):
         udnc_tf.load_into(variables, path, strict=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# collect_importance
+
+
+def test_collect_importance_names_rows_and_sensitivities(tmp_path) -> None:
+    from udnc_format.codec import importance as imp
+
+    keras.utils.set_random_seed(0)
+    model = cnn()
+    head = nested()
+    images = [np.random.default_rng(i).normal(size=(4, 8, 8, 3)).astype(np.float32) for i in (1, 2)]
+    before = snapshot(udnc_tf.model_weights(model))
+    calls = []
+    stats = udnc_tf.collect_importance(model, images, progress=calls.append)
+    assert snapshot(udnc_tf.model_weights(model)) == before  # bit for bit
+    assert calls == [0, 1, 0, 1]  # the batches, then the weights probed
+    assert set(stats) == {
+        "sequential/dense/kernel:rows",
+        "sequential/conv2d/kernel:sensitivity",
+        "sequential/dense/kernel:sensitivity",
+    }
+    # A Dense kernel is stored (inputs, outputs): its rows are the inputs, E[x_i²] theirs.
+    features = keras.Sequential(model.layers[:-1])
+    x = np.concatenate([np.asarray(features(b, training=False)) for b in images])
+    np.testing.assert_allclose(
+        stats["sequential/dense/kernel:rows"], np.square(x.astype(np.float64)).mean(axis=0),
+        rtol=1e-6,
+    )  # fmt: skip
+    weights = {name: udnc_tf.to_numpy(name, v) for name, v in udnc_tf.model_weights(model).items()}
+    imp.plan_importance(stats, weights.items())
+    path = tmp_path / "m.udnc"
+    udnc_tf.save_model(model, path, importance=stats, sqnr=20)
+    assert udnc_format.load_file(path)["sequential/dense/kernel"].shape == (144, 10)
+    # Nested models: every Dense layer, by its path; rows only without sensitivity.
+    nested_stats = udnc_tf.collect_importance(
+        head, [np.ones((3, 16), np.float32)], sensitivity=False
+    )
+    assert set(nested_stats) == {"outer/inner/d/kernel:rows", "outer/head/kernel:rows"}
+    np.testing.assert_allclose(nested_stats["outer/inner/d/kernel:rows"], np.ones(16))
+    assert all("call" not in vars(layer) for layer in udnc_tf._dense_layers(head))
+
+
+def test_keras_sensitivity_of_a_dense_layer() -> None:
+    # y = x W, W (in, out): noise of variance σ² per weight moves the outputs by
+    # σ²·out·Σ|x|², so the sensitivity D / (σ²·weights) is Σ|x|² / (in · Σ|y|²).
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(48, use_bias=False, name="d")], name="net"
+    )
+    rng = np.random.default_rng(1)
+    batches = [rng.normal(size=(16, 64)).astype(np.float32) for _ in range(4)]
+    stats = udnc_tf.collect_importance(model, batches)
+    x = np.concatenate(batches).astype(np.float64)
+    y = x @ np.asarray(model.layers[0].kernel).astype(np.float64)
+    expected = float(np.square(x).sum() / (64 * np.square(y).sum()))
+    assert stats["net/d/kernel:sensitivity"][0] == pytest.approx(expected, rel=0.05)
+    doubled = udnc_tf.collect_importance(model, batches, output=lambda y: {"y": 2 * y, "n": 3})
+    assert doubled["net/d/kernel:sensitivity"][0] == pytest.approx(
+        stats["net/d/kernel:sensitivity"][0]
+    )
+
+
+def test_keras_collect_importance_errors_leave_the_model_alone() -> None:
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, name="d")], name="net")
+    before = snapshot(udnc_tf.model_weights(model))
+    calls = []
+
+    def output(y):
+        calls.append(1)
+        if len(calls) > 2:  # the first probe's batch: the kernel carries noise now
+            raise RuntimeError("probe failed")
+        return y
+
+    with pytest.raises(RuntimeError, match="probe failed"):
+        udnc_tf.collect_importance(model, [np.ones((2, 8), np.float32)] * 2, output=output)
+    assert snapshot(udnc_tf.model_weights(model)) == before
+    with pytest.raises(InvalidInputError, match="outputs are all zero"):
+        udnc_tf.collect_importance(model, [np.ones((2, 8), np.float32)], output=lambda y: 0 * y)
+    with pytest.raises(InvalidInputError, match="at least one"):
+        udnc_tf.collect_importance(model, [])
+    with pytest.raises((ValueError, TypeError)):  # a batch that fails: the layers unpatched
+        udnc_tf.collect_importance(model, [np.ones((2, 5), np.float32)])
+    assert "call" not in vars(model.layers[0])
+    assert snapshot(udnc_tf.model_weights(model)) == before
+
+
+def test_keras_collect_importance_of_a_functional_model_of_two_inputs() -> None:
+    keras.utils.set_random_seed(2)
+    a, b = keras.Input((3,), name="a"), keras.Input((5,), name="b")
+    joined = keras.layers.Concatenate(name="cat")([a, keras.layers.Dense(4, name="pa")(b)])
+    model = keras.Model({"a": a, "b": b}, keras.layers.Dense(2, name="out")(joined), name="two")
+    rng = np.random.default_rng(3)
+    batch = {"a": rng.normal(size=(6, 3)), "b": 2 * rng.normal(size=(6, 5))}
+    stats = udnc_tf.collect_importance(model, [batch])
+    assert set(stats) == {
+        "two/pa/kernel:rows", "two/out/kernel:rows", "two/pa/kernel:sensitivity",
+        "two/out/kernel:sensitivity",
+    }  # fmt: skip
+    expected = np.square(batch["b"]).mean(axis=0)
+    np.testing.assert_allclose(stats["two/pa/kernel:rows"], expected, rtol=1e-6)
+    assert stats["two/out/kernel:rows"].shape == (7,)

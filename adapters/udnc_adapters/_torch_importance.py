@@ -39,9 +39,7 @@ from udnc_format.codec.importance import (
 )
 from udnc_format.format.errors import InvalidInputError
 
-# The probe noise of the sensitivity: this far below the tensor's mean square, small enough that
-# the outputs move in proportion to its variance, large enough to stand above float32 rounding.
-PROBE_SQNR_DB = 20.0
+from ._probe import PROBE_SQNR_DB
 
 
 class _Moments:

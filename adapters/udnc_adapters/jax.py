@@ -34,7 +34,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cache
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -469,10 +469,75 @@ def load_file(
         return _load(handle, device, like)
 
 
+def collect_importance(
+    apply_fn: Callable[[Any, Any], Any],
+    params: Any,
+    batches: Iterable[Any],
+    *,
+    sensitivity: bool = True,
+    output: Callable[[Any], Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Measured sensitivities (docs/importance.md) of a tree of parameters, keyed by the names
+    :func:`save` gives its arrays (:func:`flatten`), so that ``save(params, importance=stats)``
+    takes them: ``NAME:sensitivity`` for every floating array of 2+ dimensions, from noise in
+    that array alone and one more pass over the batches per array.
+
+    ``apply_fn(params, batch)`` runs the model on a batch and returns its outputs (a tree: the
+    floating arrays among its leaves are compared, or those of ``output(outputs)`` when given);
+    it may be jitted. The noise goes into copies of the tree: ``params`` is never changed. JAX
+    has no layers to watch, so there are no input moments: with ``sensitivity=False`` the
+    result is empty. ``progress(i)`` is called after batch i of the first pass and after
+    the i-th array probed.
+
+    >>> stats = udnc_adapters.jax.collect_importance(model.apply, variables, xs)  # doctest: +SKIP
+    >>> udnc_adapters.jax.save_file(variables, "m.udnc", importance=stats)  # doctest: +SKIP
+    """
+    jax = _jax()
+    from ._probe import float_arrays, is_floating, measure
+
+    named = dict(flatten(params)[0])
+
+    def outputs(tree: Any, batch: Any) -> list[np.ndarray]:
+        out = apply_fn(tree, batch)
+        return float_arrays(jax.tree_util.tree_leaves(out if output is None else output(out)))
+
+    kept: list[Any] = []
+    reference: list[list[np.ndarray]] = []
+    for index, batch in enumerate(batches):
+        reference.append(outputs(params, batch) if sensitivity else [])
+        kept.append(batch)
+        if progress is not None:
+            progress(index)
+    if not kept:
+        raise InvalidInputError("collect_importance needs at least one calibration batch")
+    if not sensitivity:
+        return {}
+    probed = []
+    for name, value in named.items():
+        array = to_numpy(name, value)
+        if array.ndim >= 2 and is_floating(array.dtype):
+            probed.append((name, array))
+
+    def run_with(name: str, noisy: np.ndarray) -> list[list[np.ndarray]]:
+        def swap(path: tuple[Any, ...], old: Any) -> Any:
+            if (SEPARATOR.join(_component(_key_of(e)) for e in path) or escape("")) != name:
+                return old
+            value = _variable_value(old) if _is_variable(old) else old
+            new = noisy if isinstance(value, np.ndarray) else jax.device_put(noisy, value.sharding)
+            return old.replace(new) if _is_variable(old) else new
+
+        tree = jax.tree_util.tree_map_with_path(swap, params, is_leaf=_is_variable)
+        return [outputs(tree, batch) for batch in kept]
+
+    return measure(probed, reference, run_with, progress)
+
+
 __all__ = [
     "SEPARATOR",
     "TREE_METADATA_KEY",
     "WideDtypeWarning",
+    "collect_importance",
     "escape",
     "flatten",
     "load",

@@ -25,7 +25,7 @@ not with this module.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ import numpy as np
 
 import udnc_format
 from udnc_format import UDNCFile
+from udnc_format.codec.importance import ROWS_SUFFIX
 from udnc_format.format.dtypes import NUMPY_DTYPES
 from udnc_format.format.errors import AdapterError, DuplicateNameError, InvalidInputError
 
@@ -273,8 +274,119 @@ def load_into(
     return result
 
 
+def _dense_layers(model: Any) -> list[Any]:
+    """The model's Keras Dense layers, each once, its sublayers' included."""
+    keras = import_framework("keras", "tensorflow", "tensorflow")
+    found: dict[int, Any] = {}
+
+    def walk(layer: Any) -> None:
+        for sub in _sublayers(layer):
+            if isinstance(sub, keras.layers.Dense):
+                found.setdefault(id(sub), sub)
+            walk(sub)
+
+    walk(model)
+    return list(found.values())
+
+
+def collect_importance(
+    model: Any,
+    batches: Iterable[Any],
+    *,
+    sensitivity: bool = True,
+    output: Callable[[Any], Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Run calibration ``batches`` through a Keras ``model`` and return importance statistics
+    (docs/importance.md) keyed by the names :func:`save_model` gives the weights
+    (:func:`model_weights`), so that ``save_model(model, path, importance=stats)`` takes them:
+
+    - ``NAME:rows`` of each Dense layer's kernel: E[x_i²] of each input feature i. A Keras
+      kernel is stored as it is, (inputs, outputs), so its rows are the inputs (the encoder
+      sees a tensor as (shape[0], -1)); no ``NAME:hessian``, which is over the columns;
+    - with ``sensitivity`` (the default), ``NAME:sensitivity`` of every floating weight of 2+
+      dimensions: noise in that weight alone, one more pass over the batches per weight, the
+      outputs compared those of ``output(model(b))`` when given, else the model's own floating
+      tensors (a tensor, or those of its lists, tuples and dicts).
+
+    Each batch runs as ``model(b, training=False)``, eagerly: a tensor or array, or a list,
+    tuple or dict of them for a model of several inputs, as Keras takes them.
+    ``progress(i)`` is called after batch i of the first pass and after the i-th weight
+    probed. The weights are left as they were, bit for bit (each is assigned back after its
+    probe, also when the probe fails), and so are the layers (the Dense layers' ``call`` is
+    wrapped for the first pass only, to see their inputs).
+
+    >>> stats = udnc_adapters.tensorflow.collect_importance(model, [x1, x2])  # doctest: +SKIP
+    >>> udnc_adapters.tensorflow.save_model(model, "m.udnc", importance=stats)  # doctest: +SKIP
+    """
+    tf = _tf()
+    from ._probe import float_arrays, is_floating, measure
+
+    named = model_weights(model)
+    by_id = {id(variable): name for name, variable in named.items()}
+
+    def outputs(batch: Any) -> list[np.ndarray]:
+        out = model(batch, training=False)
+        return float_arrays(tf.nest.flatten(out if output is None else output(out)))
+
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    patched = []
+
+    def recording(layer: Any, name: str) -> Callable[..., Any]:
+        call = layer.call
+
+        def record(inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            x = np.asarray(inputs).astype(np.float64).reshape(-1, np.shape(inputs)[-1])
+            sums[name] = sums.get(name, 0) + np.square(x).sum(axis=0)
+            counts[name] = counts.get(name, 0) + x.shape[0]
+            return call(inputs, *args, **kwargs)
+
+        return record
+
+    kept: list[Any] = []
+    reference: list[list[np.ndarray]] = []
+    try:
+        for layer in _dense_layers(model):
+            name = by_id.get(id(getattr(layer, "kernel", None)))
+            if name is not None and name not in sums:
+                sums[name] = np.zeros(int(named[name].shape[0]))
+                counts[name] = 0
+                layer.call = recording(layer, name)  # an instance attribute, deleted below
+                patched.append(layer)
+        for index, batch in enumerate(batches):
+            reference.append(outputs(batch))
+            kept.append(batch)
+            if progress is not None:
+                progress(index)
+    finally:
+        for layer in patched:
+            del layer.call
+    if not kept:
+        raise InvalidInputError("collect_importance needs at least one calibration batch")
+    stats: dict[str, np.ndarray] = {
+        name + ROWS_SUFFIX: sums[name] / counts[name] for name in sums if counts[name]
+    }
+    if not sensitivity:
+        return stats
+    arrays = {name: to_numpy(name, variable) for name, variable in named.items()}
+    probed = [(n, a) for n, a in arrays.items() if a.ndim >= 2 and is_floating(a.dtype)]
+
+    def run_with(name: str, noisy: np.ndarray) -> list[list[np.ndarray]]:
+        variable = named[name]
+        try:
+            variable.assign(noisy)
+            return [outputs(batch) for batch in kept]
+        finally:
+            variable.assign(arrays[name])
+
+    stats.update(measure(probed, reference, run_with, progress))
+    return stats
+
+
 __all__ = [
     "LoadResult",
+    "collect_importance",
     "load",
     "load_file",
     "load_into",
