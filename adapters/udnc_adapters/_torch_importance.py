@@ -35,11 +35,10 @@ from udnc_format.codec.importance import (
     HESSIAN_SUFFIX,
     MAX_HESSIAN_COLUMNS,
     ROWS_SUFFIX,
-    SENSITIVITY_SUFFIX,
 )
 from udnc_format.format.errors import InvalidInputError
 
-from ._probe import PROBE_SQNR_DB
+from ._probe import measure
 
 
 class _Moments:
@@ -112,12 +111,12 @@ def _output_tensors(out: Any) -> list[Any]:
     return []
 
 
-def _outputs(model: Any, batch: Any, output: Callable[[Any], Any] | None) -> list[Any]:
+def _outputs(model: Any, batch: Any, output: Callable[[Any], Any] | None) -> list[np.ndarray]:
     import torch
 
     out = _run(model, batch)
     found = _output_tensors(out if output is None else output(out))
-    return [t.to("cpu", dtype=torch.float64) for t in found]
+    return [t.to("cpu", dtype=torch.float64).numpy() for t in found]
 
 
 def _sensitivities(
@@ -129,39 +128,23 @@ def _sensitivities(
     """``NAME:sensitivity`` of every floating parameter of 2+ dimensions (module docstring)."""
     import torch
 
-    reference = [_outputs(model, batch, output) for batch in batches]
-    energy = sum(float((y * y).sum()) for ys in reference for y in ys)
-    if not energy > 0:
-        raise InvalidInputError(
-            "collect_importance: the model's outputs are all zero (or not floating tensors) on "
-            "the calibration batches, so no sensitivity can be measured; pass output= to pick "
-            "them, or sensitivity=False"
-        )
-    stats: dict[str, np.ndarray] = {}
-    generator = torch.Generator().manual_seed(0)
-    for index, (name, parameter) in enumerate(model.named_parameters()):
-        if parameter.ndim < 2 or not parameter.is_floating_point():
-            continue
+    parameters = {
+        name: p for name, p in model.named_parameters() if p.ndim >= 2 and p.is_floating_point()
+    }
+
+    def run_with(name: str, noisy: np.ndarray) -> list[list[np.ndarray]]:
+        parameter = parameters[name]
         original = parameter.detach().clone()
-        sigma = float(original.double().square().mean().sqrt()) * 10 ** (-PROBE_SQNR_DB / 20)
-        if not sigma > 0:
-            continue
-        noise = torch.rand(original.shape, generator=generator, dtype=torch.float64) - 0.5
-        noise *= sigma * 12**0.5  # uniform of variance σ²
         try:
-            parameter.data.add_(noise.to(parameter.device, parameter.dtype))
-            moved = 0.0
-            for batch, ys in zip(batches, reference, strict=True):
-                for y, y0 in zip(_outputs(model, batch, output), ys, strict=True):
-                    moved += float((y - y0).square().sum())
+            parameter.data.copy_(torch.from_numpy(noisy))
+            return [_outputs(model, batch, output) for batch in batches]
         finally:
             parameter.data.copy_(original)
-        stats[name + SENSITIVITY_SUFFIX] = np.array(
-            [moved / energy / (sigma**2 * original.numel())]
-        )
-        if progress is not None:
-            progress(index)
-    return stats
+
+    reference = [_outputs(model, batch, output) for batch in batches]
+    # binary32 copies for numpy (bfloat16 has no numpy dtype); the noisy values are cast back.
+    tensors = ((name, p.detach().cpu().float().numpy()) for name, p in parameters.items())
+    return measure(tensors, reference, run_with, progress)
 
 
 def collect_importance(
