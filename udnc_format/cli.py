@@ -168,6 +168,7 @@ def check_compress(args: argparse.Namespace) -> None:
         coder=args.coder,
         level=args.level,
         prune=args.prune,
+        rate_weight=args.rate_weight,
         codebook=args.codebook,
         prng=args.prng,
         threads=args.threads,
@@ -664,6 +665,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--level", type=int, help=f"coder level (default: {levels}; raw and rans take none)"
     )
     compress.add_argument("--prune", type=float, default=0.0, help="fraction pruned per tensor")
+    compress.add_argument(
+        "--rate-weight",
+        type=float,
+        default=0.0,
+        metavar="LAMBDA",
+        help="cubic lattices: pick points of least error + LAMBDA x bits, not the nearest "
+        "(0.2 pays below about 3 bits per weight; default 0)",
+    )
     compress.add_argument(
         "--importance",
         metavar="FILE",

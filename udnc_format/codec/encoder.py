@@ -21,7 +21,7 @@ import numpy as np
 from ..coding import coders
 from ..coding.codebook import encode_codebook, with_centroid_codebook
 from ..coding.kernels import serialize
-from ..coding.lattices import get_lattice
+from ..coding.lattices import CubicLattice, get_lattice
 from ..coding.mask import encode_mask
 from ..coding.quantized import QuantizedTensor
 from ..coding.symbols import SymbolChunk, best_field_width_payload, zigzag
@@ -123,6 +123,10 @@ class EncodeOptions:
     min_elements, min_ndim  smaller tensors stay lossless
     threads      threads that quantize and code a tensor's chunks (None or 0: every core);
                  the output does not depend on it
+    rate_weight  λ ≥ 0 (cubic lattices Z1..Z8): pick the point of least squared error (in
+                 lattice units) + λ × bits instead of the nearest one (codec/rdo.py; 0.2 is a
+                 good value below about 3 bits per weight); the trellis lattices always weigh
+                 the rate in their search
     importance   statistics checked against the tensors (``importance.plan_importance``;
                  ``save(..., importance=stats)`` makes it): the tensors they cover get the
                  allocated steps and the weighted quantization of docs/importance.md
@@ -145,6 +149,7 @@ class EncodeOptions:
     min_elements: int = DEFAULT_MIN_QUANTIZED_ELEMENTS
     min_ndim: int = 2
     threads: int | None = None
+    rate_weight: float = 0.0
     importance: ImportancePlan | None = None
 
     @classmethod
@@ -206,6 +211,17 @@ class EncodeOptions:
         _require(
             not (self.codebook and not get_lattice(self.lattice).has_codebook_mode),
             "codebook is not available with a trellis (TCQ) lattice (spec §6.8)",
+            self.lattice.name,
+        )
+        _require(
+            _is_number(self.rate_weight) and 0 <= self.rate_weight < math.inf,
+            "rate_weight must be a non-negative finite number",
+            self.rate_weight,
+        )
+        _require(
+            not self.rate_weight or isinstance(get_lattice(self.lattice), CubicLattice),
+            "rate_weight applies to the cubic lattices Z1..Z8 (the trellis lattices weigh the "
+            "rate in their own search)",
             self.lattice.name,
         )
         _require(
@@ -297,6 +313,7 @@ class EncodeOptions:
             dither_stream=index,
             name=name,
             error_unit=error_unit,
+            rate_weight=self.rate_weight,
         )
 
 

@@ -52,6 +52,7 @@ from ..format.constants import DEFAULT_SQNR_DB, MAX_ABS_COORDINATE, TRELLIS_DELA
 from ..format.errors import InvalidInputError
 from .parallel import SERIAL, Workers
 from .quantizer import prune_mask, sum_of_squares
+from .rdo import SymbolRates, choose, rd_points
 
 if TYPE_CHECKING:
     from .encoder import EncodeOptions
@@ -371,6 +372,25 @@ class _Grid:
     scale: float
     levels: np.ndarray | None  # (V·n,) uint32
     offsets: np.ndarray | None  # (V, n) native units
+    rate_weight: float = 0.0  # with ``rates``: the rate-distortion choice of codec/rdo.py
+    rates: SymbolRates | None = None
+
+    def native(self, targets: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """Weight-unit targets (count, n) of the vectors ``index`` in native units, dithered."""
+        native = targets / self.scale
+        if self.offsets is not None:
+            native += self.offsets[index]
+        return native
+
+    def with_rates(self, matrix: np.ndarray) -> _Grid:
+        """This grid with the symbol model of ``matrix`` quantized without feedback (the model
+        GPTQ's choices then share), where a rate weight is asked for."""
+        if not self.rate_weight:
+            return self
+        n = self.codec.dim
+        native = self.native(matrix.reshape(-1, n), np.arange(matrix.size // n))
+        _, nearest = kernels.closest(self.codec, native)
+        return replace(self, rates=rd_points(native, self.rate_weight, nearest)[1])
 
 
 def _gptq_targets(matrix: np.ndarray, upper: np.ndarray, grid: _Grid) -> np.ndarray:
@@ -405,12 +425,11 @@ def _decode_rows(grid: _Grid, targets: np.ndarray, index: np.ndarray) -> np.ndar
     targets (count, n) of the vectors ``index``: closest(t/s + u), then (p − u)·s, as
     :func:`udnc_format.codec.quantizer.quantize` computes them."""
     n = grid.codec.dim
-    native = targets / grid.scale
-    levels = None
-    if grid.offsets is not None and grid.levels is not None:
-        native += grid.offsets[index]
-        levels = grid.levels.reshape(-1, n)[index].reshape(-1)
+    native = grid.native(targets, index)
+    levels = None if grid.levels is None else grid.levels.reshape(-1, n)[index].reshape(-1)
     cosets, symbols = kernels.closest(grid.codec, native)
+    if grid.rates is not None:
+        symbols = choose(native, grid.rate_weight, grid.rates)
     return kernels.reconstruct_scaled(grid.codec, cosets, symbols, levels, grid.scale).reshape(
         -1, n
     )
@@ -442,15 +461,19 @@ def quantize_weighted(
 
     quantize_at = options.quantizer(name, dtype, shape, index, unit, workers)
 
+    rates: SymbolRates | None = None
+
     def lattice_quantize(targets: np.ndarray, mask: np.ndarray | None) -> QuantizedTensor:
         flat = targets.reshape(-1)
-        return quantize_at(flat if mask is None else flat[mask], step=step, mask=mask)
+        return quantize_at(flat if mask is None else flat[mask], step=step, mask=mask, rates=rates)
 
     targets = matrix
     if importance.hessian is not None and np.abs(matrix).max() / scale < MAX_ABS_COORDINATE / 4:
         upper = importance.upper
         if mask is None and cols % codec.dim == 0 and options.lattice not in TRELLIS_DELAYS:
-            targets = _gptq_targets(matrix, upper, _grid(codec, scale, options, index, rows * cols))
+            grid = _grid(codec, scale, options, index, rows * cols).with_rates(matrix)
+            rates = grid.rates  # the final quantization picks the points the feedback assumed
+            targets = _gptq_targets(matrix, upper, grid)
         else:
             # Where the feedback cannot follow the columns, magnitude pruning may still win on
             # the full Hessian (the pruning score sees only its diagonal): both are tried.
@@ -470,12 +493,12 @@ def _grid(
     codec: LatticeCodec, scale: float, options: EncodeOptions, index: int, count: int
 ) -> _Grid:
     if not options.dither:
-        return _Grid(codec, scale, None, None)
+        return _Grid(codec, scale, None, None, options.rate_weight)
     n = codec.dim
     padded = -(-count // n) * n
     levels = dither_levels(options.seed, index, 0, padded, options.prng)
     offsets = codec.offsets(centred_from_levels(levels).reshape(-1, n))
-    return _Grid(codec, scale, levels, offsets)
+    return _Grid(codec, scale, levels, offsets, options.rate_weight)
 
 
 def _decoded(q: QuantizedTensor, mask: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:

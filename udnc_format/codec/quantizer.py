@@ -23,6 +23,7 @@ from ..format.constants import (
 )
 from ..format.errors import InvalidInputError
 from .parallel import SERIAL, Workers
+from .rdo import SymbolRates, choose, rd_points
 
 
 def prune_mask(values: np.ndarray, fraction: float) -> np.ndarray | None:
@@ -88,10 +89,14 @@ def quantize(
     block_vectors: int = 1 << 18,
     prng: Prng = DEFAULT_PRNG,
     workers: Workers = SERIAL,
+    rate_weight: float = 0.0,
+    rates: SymbolRates | None = None,
 ) -> QuantizedTensor:
     """Quantize the flattened kept weights ``values`` to the lattice of step Δ, block by block
     (in parallel on ``workers``), measuring the error of the decoded values on the way;
-    ``prng`` is the dither generator when ``dither``."""
+    ``prng`` is the dither generator when ``dither``. With ``rate_weight`` > 0 (cubic lattices)
+    the points are the rate-distortion choice of codec/rdo.py, with the symbol model ``rates``
+    when given, else one fitted to each block."""
     codec = get_lattice(lattice)
     if block_vectors % codec.segment:
         # Each block is searched from a segment start, as the decoder reads it (spec §6.8).
@@ -136,6 +141,11 @@ def quantize(
         if targets.size and not largest_magnitude(targets) < MAX_ABS_COORDINATE:
             raise too_small(part)
         block_cosets, block_symbols = kernels.closest(codec, targets)
+        if rate_weight > 0:
+            if rates is None:
+                block_symbols, _ = rd_points(targets, rate_weight, block_symbols)
+            else:
+                block_symbols = choose(targets, rate_weight, rates)
         if block_symbols.size and largest_magnitude(block_symbols) > MAX_ABS_COORDINATE:  # A2
             raise too_small(part)
         symbols[first : first + count] = block_symbols
