@@ -11,7 +11,9 @@ coded size of the quantized tensors, so the files compared are within 0.5 % of e
 - ``full``: everything ``collect_importance`` gives: allocation by the sensitivities plus the
   GPTQ feedback;
 - ``feedback``: the plain encoder's steps (SQNR + role offsets), the statistics used only to
-  quantize (``importance_allocation=False``, ``--importance-no-allocation``).
+  quantize (``importance_allocation=False``, ``--importance-no-allocation``);
+- ``full+rdo`` (cubic lattices): ``full`` with ``rate_weight=0.2``, the rate-distortion choice
+  of points (codec/rdo.py).
 
 Models and data (all in process, nothing downloaded):
 
@@ -57,7 +59,8 @@ COMMAND = "python bench/accuracy/importance_ab.py"
 MNIST_WEIGHTS = ROOT / "examples" / "mnist_cnn.safetensors"
 MEAN, STD = 0.1307, 0.3081  # ccexam's MNIST normalization
 CALIBRATION_DIGITS, CALIBRATION_SENTENCES = 1000, 50
-ARMS = ("plain", "proxy", "sensitivity", "full", "feedback")
+ARMS = ("plain", "proxy", "sensitivity", "full", "feedback", "full+rdo")
+RDO_WEIGHT = 0.2
 
 
 def encode(
@@ -75,6 +78,8 @@ def encode(
 def arm_options(
     arm: str, state: dict[str, np.ndarray], stats: dict[str, np.ndarray], **options: Any
 ) -> EncodeOptions:
+    if arm == "full+rdo":
+        return arm_options("full", state, stats, **options, rate_weight=RDO_WEIGHT)
     base = EncodeOptions.from_kwargs(**options)
     if arm == "plain":
         return base
@@ -103,6 +108,8 @@ def sweep(
     for lattice in lattices:
         for bits in rates:
             for arm in arms:
+                if arm == "full+rdo" and not lattice.startswith("Z"):
+                    continue  # a trellis weighs the rate in its own search
                 start = time.perf_counter()
                 options = arm_options(arm, state, stats, lattice=lattice)
                 data, reached = encode(state, options, bits)
@@ -218,7 +225,8 @@ def render(document: dict[str, Any]) -> str:
         "statistics without the measured sensitivities (allocation by the layer-output proxy, "
         "GPTQ feedback); `sensitivity` the measured sensitivities alone (allocation, plain "
         "quantization); `full` everything (allocation by the sensitivities + GPTQ feedback); "
-        "`feedback` the plain steps with the GPTQ feedback. Statistics from calibration data kept "
+        "`feedback` the plain steps with the GPTQ feedback; `full+rdo` `full` with "
+        f"`rate_weight={RDO_WEIGHT}`. Statistics from calibration data kept "
         "apart "
         "from the data scored.",
         "",
