@@ -141,12 +141,17 @@ class Task:
             from udnc_adapters.torch import collect_importance
 
             start = time.perf_counter()
-            self._stats = collect_importance(self.torch_model(), self.calibration_batches())
+            self._stats = collect_importance(
+                self.torch_model(), self.calibration_batches(), output=self.importance_output
+            )
             self.collect_seconds = time.perf_counter() - start
         return self._stats
 
     def torch_model(self) -> torch.nn.Module:
         raise NotImplementedError
+
+    # What the sensitivities compare (collect_importance's output=): None, every output.
+    importance_output: Callable[[Any], Any] | None = None
 
 
 def mnist_digits() -> tuple[torch.Tensor, torch.Tensor]:
@@ -304,6 +309,11 @@ class MiniLMTask(Task):
     def torch_model(self) -> torch.nn.Module:
         return self.module
 
+    @staticmethod
+    def importance_output(out: Any) -> Any:
+        """The sentence embedding pools the last hidden state; the pooler's output is unused."""
+        return out.last_hidden_state
+
     def embed(self) -> np.ndarray:
         vectors = self.model.encode(self.sentences, batch_size=32, convert_to_numpy=True)
         return np.asarray(vectors, dtype=np.float64)
@@ -336,6 +346,7 @@ class Curve:
 
 
 Z1 = {}
+Z1_RDO = {"rate_weight": 0.2}  # the rate-distortion choice of points (codec/rdo.py)
 TCQ64 = {"lattice": "TCQ64", "dither": False, "coder": "rans"}
 TCQ256 = {"lattice": "TCQ256", "dither": False, "coder": "rans"}
 # On the CNNs zstd beats rANS on TCQ symbols (repeated rows: README, "The fewest bits").
@@ -370,10 +381,15 @@ def importance_curves(key: str, quick: bool) -> list[Curve]:
     """With importance the SQNR is the predicted importance-weighted one, and each encode costs
     the error feedback (about 45 s for the CNN, 3 min for MiniLM on this loaded machine)."""
     if key == "minilm":
-        return [Curve("udnc Z1 + importance", Z1, (36,) if quick else (32, 36, 40), True)]
+        grid = (36,) if quick else (30, 33, 36, 40)
+        return [
+            Curve("udnc Z1 + importance", Z1, grid, True),
+            Curve("udnc Z1 + importance + rdo", Z1_RDO, grid, True),
+        ]
     if key == "cnn":
         return [
             Curve("udnc Z1 + importance", Z1, (8,) if quick else (4, 8, 12), True),
+            Curve("udnc Z1 + importance + rdo", Z1_RDO, (8,) if quick else (2, 4, 6, 8, 12), True),
             Curve(
                 "udnc TCQ64 + zstd + importance", TCQ64_ZSTD, (8,) if quick else (4, 6, 8, 12), True
             ),
@@ -496,14 +512,14 @@ def measure_target(
 ) -> Row:
     """compress_to_target on validation accuracy, its file then scored on the test digits.
     With importance, the calibration digits as ``batches`` and a narrower search (each encode
-    costs the error feedback): 4 to 16 dB in 1 dB steps, no pruning."""
+    costs the error feedback): 2 to 16 dB in 1 dB steps, no pruning."""
     from udnc_adapters.torch import compress_to_target, load_into
 
     search: dict[str, Any] = {}
     if importance:
         search = {
             "batches": task.calibration_batches(),
-            "sqnr_range": (4.0, 16.0),
+            "sqnr_range": (2.0, 16.0),
             "sqnr_resolution": 1.0,
             "prune_grid": (0.0,),
         }
@@ -569,6 +585,8 @@ def measure_task(
         if isinstance(task, CnnTask):
             label = "udnc compress_to_target TCQ64 + zstd + importance"
             add(measure_target(task, scratch / "target.udnc", TCQ64_ZSTD, label, importance=True))
+            label = "udnc compress_to_target Z1 + rdo + importance"
+            add(measure_target(task, scratch / "target.udnc", Z1_RDO, label, importance=True))
         return rows
     if curves:  # only these udnc curves (--curve), at --sqnr when given
         for curve in udnc_curves(task.key, quick):
