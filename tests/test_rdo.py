@@ -36,7 +36,7 @@ def test_rate_weight_lowers_the_rate_at_a_bounded_error() -> None:
     rdo_file = udnc_format.save({"w": w.reshape(256, -1)}, step=1.0, coder="rans", rate_weight=0.2)
     assert len(rdo_file) < 0.97 * len(plain)
     decoded = udnc_format.load(rdo_file)["w"].reshape(-1)
-    # The point is floor, ceil or trunc of the target: within one step of it.
+    # The point is one of the two integers around the target: within one step of it.
     assert np.abs(decoded - w).max() <= 1.0 + 1e-6
     # rate_weight=0 is the plain encoder, bit for bit.
     assert (

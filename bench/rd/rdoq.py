@@ -1,8 +1,8 @@
 """bench/rd/rdoq.py: does a λ·rate term help the dithered cubic quantizer (Z1)?
 
 The encoder may pick any lattice point (spec §8.2). Rate-distortion optimized quantization
-(RDOQ) picks, for each target t = w/Δ + u, the point p of least (t − p)² + λ·bits(p) among the
-nearest integers (floor, ceil, and the one nearer zero), bits(p) from a zeroth-order model of the
+(RDOQ) picks, for each target t = w/Δ + u, the point p of least (t − p)² + λ·bits(p) of the two
+integers around it (floor, floor + 1), bits(p) from a zeroth-order model of the
 symbols refitted over three passes. This compares its (entropy, MSE) points with plain rounding
 over a sweep of steps, on real weights (all-MiniLM-L6-v2's matrices, the MNIST CNN's), at rates
 from about 1 to 6 bits per weight. Entropy is the zeroth-order entropy of the symbols (what rANS
@@ -49,7 +49,7 @@ def entropy(symbols: np.ndarray) -> float:
 def rdoq(targets: np.ndarray, lam: float) -> np.ndarray:
     symbols = np.rint(targets)
     floor = np.floor(targets)
-    candidates = np.stack([floor, floor + 1, np.trunc(targets)])
+    candidates = np.stack([floor, floor + 1])
     for _ in range(3):
         values, counts = np.unique(symbols, return_counts=True)
         bits = -np.log2(counts / counts.sum())
