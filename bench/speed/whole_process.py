@@ -288,6 +288,9 @@ def render(document: dict[str, Any]) -> str:
             f"| {_ratio(row, 'encode_x_gguf_q4_0')} ({_ratio(row, 'encode_cpu_x_gguf_q4_0')}) |"
         )
     peer = rows[PEER]["decode"]
+    udnc = [t for t in rows if t.startswith("udnc")]
+    fastest = min(udnc, key=lambda t: rows[t]["decode"]["best_s"])
+    fewest = min(udnc, key=lambda t: rows[t]["bits_at_default_sqnr"])
     lines += [
         "",
         "fewest bits at equal SQNR among the settings that decode at least as fast as gguf-py "
@@ -295,6 +298,10 @@ def render(document: dict[str, Any]) -> str:
         f"fewest bits first: {', '.join(choice['qualifying_by_wall']) or 'none'}). By the "
         f"child's CPU seconds instead: {choice['chosen_by_cpu'] or 'none'} (qualifying: "
         f"{', '.join(choice['qualifying_by_cpu']) or 'none'}).",
+        "",
+        f"Fastest udnc decode: {fastest} at {rows[fastest]['decode_x_gguf_q4_0']:.2f} × gguf-py "
+        f"Q4_0 (wall), {rows[fastest]['decode_cpu_x_gguf_q4_0']:.2f} × (CPU); fewest bits at "
+        f"equal SQNR: {fewest}, decoding at {rows[fewest]['decode_x_gguf_q4_0']:.2f} × (wall).",
         "",
         "## udnc decode on the numpy reference (`UDNC_NATIVE=0`), same files",
         "",
@@ -326,7 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, help="where whole_process.json and .md go")
+    parser.add_argument("--render", type=Path, help="only print the .md of a saved .json")
     args = parser.parse_args(argv)
+    if args.render:
+        print(render(json.loads(args.render.read_text())), end="")
+        return 0
     started = time.perf_counter()
     document: dict[str, Any] = {
         "command": " ".join(["python bench/speed/whole_process.py", *(argv or sys.argv[1:])]),
