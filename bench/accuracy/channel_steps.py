@@ -34,7 +34,8 @@ decoded columns that were dead on calibration set to zero (what a format could d
 
 Runs add to ``--out``/channel_steps.json (rows of the same model, lattice, bits, α, arm and
 variant are replaced; an earlier run of the model is dropped from the list when every row of it
-was) and render channel_steps.md from all of them. In process.
+was) and render channel_steps.md from all of them; ``--conclusion FILE --out DIR`` alone sets the
+conclusion shown under the runs and renders again. In process.
 """
 
 from __future__ import annotations
@@ -306,9 +307,9 @@ def render(document: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=list(LOADERS), required=True)
+    parser.add_argument("--model", choices=list(LOADERS))
     parser.add_argument("--lattice", default="Z1")
-    parser.add_argument("--bits", type=float, nargs="+", required=True)
+    parser.add_argument("--bits", type=float, nargs="+", default=[])
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0])
     parser.add_argument("--arms", nargs="+", default=["plain"], choices=ab.ARMS[:-1])
     parser.add_argument(
@@ -321,8 +322,15 @@ def main() -> None:
         action="store_true",
         help="also each point with the columns dead on calibration decoded as zeros",
     )
+    parser.add_argument(
+        "--conclusion",
+        type=Path,
+        help="a text file: the conclusion shown under the runs (kept in the json)",
+    )
     parser.add_argument("--out", type=Path, help="directory of channel_steps.{json,md}")
     args = parser.parse_args()
+    if not args.conclusion and (not args.model or not args.bits):
+        parser.error("--model and --bits are needed (or --conclusion and --out alone)")
     start = time.perf_counter()
     run = {
         "command": shlex.join([*COMMAND.split(), *sys.argv[1:]]),
@@ -330,6 +338,13 @@ def main() -> None:
     }
     env = environment("sentence-transformers")
     run.update(date=env["date"], commit=env["commit"], machine=env["machine"])
+    if args.conclusion and not args.bits:  # only the conclusion: render again
+        path = args.out / "channel_steps.json"
+        document = json.loads(path.read_text())
+        document["conclusion"] = args.conclusion.read_text().strip().split("\n")
+        (args.out / "channel_steps.md").write_text(render(document))
+        path.write_text(json.dumps(document, indent=1) + "\n")
+        return
     state, stats, score, baseline = LOADERS[args.model]()
     rows = []
     for bits in args.bits:
