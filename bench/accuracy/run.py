@@ -734,7 +734,8 @@ def added_runs(document: dict[str, Any]) -> list[str]:
             f"Rows added from another run: `{run['command']}`, "
             f"{env['date']}, load average {run['load_average']} at the start and "
             f"{run.get('load_average_end', '–')} at the end, commit {env['commit']}, "
-            f"{run.get('total_seconds', 0) / 60:.1f} min.",
+            f"{run.get('total_seconds', 0) / 60:.1f} min."
+            + (f" {run['note']}" if "note" in run else ""),
             "",
         ]
     return lines
@@ -905,11 +906,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         help="with --from-json: add the rows of another run's results.json (e.g. --importance)",
     )
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --merge: its tools' rows replace those of the same label, and an added run "
+        "of the same command (but --out) is dropped",
+    )
+    parser.add_argument("--merge-note", help="with --merge: a sentence shown with the added run")
     args = parser.parse_args(argv)
     if args.from_json:
         document = json.loads(args.from_json.read_text())
         for other in args.merge or []:
-            merge(document, json.loads(other.read_text()))
+            merge(document, json.loads(other.read_text()), args.replace, args.merge_note)
         write(document, args.out)
         return 0
     peers = not args.no_peers and not args.importance and not args.curve
@@ -953,9 +961,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def merge(document: dict[str, Any], other: dict[str, Any]) -> None:
-    """Add another run's rows to the same models, and that run to the document's list."""
+def without_out(command: str) -> list[str]:
+    words = shlex.split(command)
+    return [w for i, w in enumerate(words) if w != "--out" and (i == 0 or words[i - 1] != "--out")]
+
+
+def merge(
+    document: dict[str, Any],
+    other: dict[str, Any],
+    replace: bool = False,
+    note: str | None = None,
+) -> None:
+    """Add another run's rows to the same models, and that run to the document's list. With
+    ``replace``, the rows of the tools the other run measured go first (a rerun of those curves),
+    and so does an added run of the same command."""
     by_key = {m["key"]: m for m in document["models"]}
+    if replace:
+        for model in other["models"]:
+            if model["key"] in by_key:
+                tools = {r["tool"] for r in model["rows"]}
+                ours = by_key[model["key"]]
+                ours["rows"] = [r for r in ours["rows"] if r["tool"] not in tools]
+        document["added_runs"] = [
+            r
+            for r in document.get("added_runs", [])
+            if without_out(r["command"]) != without_out(other["command"])
+        ]
     for model in other["models"]:
         if model["key"] not in by_key:
             document["models"].append(model)
@@ -974,6 +1005,8 @@ def merge(document: dict[str, Any], other: dict[str, Any]) -> None:
         for k in ("command", "environment", "load_average", "load_average_end", "total_seconds")
         if k in other
     }
+    if note:
+        run["note"] = note
     if run not in runs:
         runs.append(run)
     document["targets"] = target_lines(document["models"])
