@@ -48,8 +48,13 @@ if TYPE_CHECKING:
     from .codec.encoder import EncodeOptions
 
 # The encoder's side is imported when first used (PEP 562): reading a file, ``udnc info`` and
-# ``udnc decompress`` do not pay for it (bench/speed/startup.md). The names and their modules.
-_LAZY = {"EncodeOptions": "udnc_format.codec.encoder"}
+# ``udnc decompress`` do not pay for it (bench/speed/startup.md). Each name and its module (the
+# name an attribute of it, or the module itself: ``udnc_format.importance_file`` is still there
+# after ``import udnc_format``).
+_LAZY = {
+    "EncodeOptions": "udnc_format.codec.encoder",
+    "importance_file": "udnc_format.importance_file",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -58,7 +63,8 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
+    imported = importlib.import_module(module)
+    value = imported if module == f"{__name__}.{name}" else getattr(imported, name)
     globals()[name] = value  # once imported, an ordinary attribute
     return value
 
