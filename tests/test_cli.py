@@ -550,3 +550,24 @@ def test_compress_help_describes_every_option():
         assert action.help, action.option_strings
     text = compress.format_help()
     assert "zstd 3" in text and "KEY=VALUE" in text
+
+
+def test_decompress_info_and_verify_import_no_encoder_and_no_tqdm(tmp_path: Path) -> None:
+    """Reading commands start light (bench/speed/startup.md): none of the encoder's modules, and
+    no tqdm (nor the importlib.metadata it brings) when no progress bar is shown."""
+    source = tmp_path / "m.udnc"
+    weights = np.random.default_rng(0).normal(size=(16, 64)).astype(np.float32)
+    udnc_format.save_file({"w": weights, "b": np.arange(3.0)}, source, lattice="E8")
+    probe = (
+        "import sys\n"
+        "from udnc_format.cli import main\n"
+        "src, out = sys.argv[1:]\n"
+        "assert main(['decompress', src, '-o', out]) == 0\n"
+        "assert main(['info', src]) == 0 and main(['verify', src]) == 0\n"
+        "heavy = {'udnc_format.codec.encoder', 'udnc_format.codec.importance', 'tqdm',\n"
+        "         'udnc_format.rate', 'udnc_format.rd', 'udnc_format.shards'}\n"
+        "assert not heavy & set(sys.modules), heavy & set(sys.modules)\n"
+    )
+    command = [sys.executable, "-c", probe, str(source), str(tmp_path / "m.safetensors")]
+    subprocess.run(command, check=True, capture_output=True)
+    assert st_load_file(tmp_path / "m.safetensors")["w"].shape == (16, 64)

@@ -85,3 +85,19 @@ def test_the_command_line_imports_no_framework_and_no_ml_dtypes() -> None:
         "assert 'ml_dtypes' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", probe], check=True, cwd=PACKAGE.parent)
+
+
+def test_reading_imports_none_of_the_encoder() -> None:
+    """``import udnc_format`` and the command line (decompress, info, verify) start without the
+    encoder's modules (bench/speed/startup.md); its names are still there, imported on use."""
+    probe = (
+        "import sys, udnc_format, udnc_format.cli\n"
+        "encoder = {'udnc_format.codec.encoder', 'udnc_format.codec.importance',\n"
+        "           'udnc_format.codec.quantizer', 'udnc_format.codec.rdo', 'udnc_format.rate',\n"
+        "           'udnc_format.rd', 'udnc_format.shards', 'udnc_format.importance_file'}\n"
+        "assert not encoder & set(sys.modules), encoder & set(sys.modules)\n"
+        "assert 'EncodeOptions' in dir(udnc_format) and callable(udnc_format.save)\n"
+        "udnc_format.EncodeOptions\n"
+        "assert 'udnc_format.codec.encoder' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, cwd=PACKAGE.parent)

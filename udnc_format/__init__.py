@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .adapters import available_adapters, get_adapter, register_adapter
-from .codec.encoder import EncodeOptions, encode_tensors
 from .codec.reader import TensorInfo, UDNCFile
 from .codec.writer import assemble_bytes, write_file
 from .format.constants import VERSION_MAJOR, VERSION_MINOR, Coder, Dtype, Lattice
@@ -44,7 +43,35 @@ from .format.errors import (
     WriteError,
 )
 from .format.limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY
-from .importance_file import prepare_options
+
+if TYPE_CHECKING:
+    from .codec.encoder import EncodeOptions
+
+# The encoder's side is imported when first used (PEP 562): reading a file, ``udnc info`` and
+# ``udnc decompress`` do not pay for it (bench/speed/startup.md). Each name and its module (the
+# name an attribute of it, or the module itself: ``udnc_format.importance_file`` is still there
+# after ``import udnc_format``).
+_LAZY = {
+    "EncodeOptions": "udnc_format.codec.encoder",
+    "importance_file": "udnc_format.importance_file",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    imported = importlib.import_module(module)
+    value = imported if module == f"{__name__}.{name}" else getattr(imported, name)
+    globals()[name] = value  # once imported, an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 FORMAT_VERSION = (VERSION_MAJOR, VERSION_MINOR)
@@ -63,6 +90,9 @@ def save(tensors: Tensors, **options: Any) -> bytes:
     >>> data[:8]
     b'\\x89UDNC\\r\\n\\x1a'
     """
+    from .codec.encoder import EncodeOptions, encode_tensors
+    from .importance_file import prepare_options
+
     if options.get("importance") is not None or "importance_allocation" in options:
         tensors, options = prepare_options(tensors, options)
     opts = EncodeOptions.from_kwargs(**options)
@@ -78,6 +108,9 @@ def save_file(tensors: Tensors, path: str | os.PathLike[str], **options: Any) ->
     >>> load_file(path)["w"].shape
     (8, 256)
     """
+    from .codec.encoder import EncodeOptions, encode_tensors
+    from .importance_file import prepare_options
+
     if options.get("importance") is not None or "importance_allocation" in options:
         tensors, options = prepare_options(tensors, options)
     opts = EncodeOptions.from_kwargs(**options)

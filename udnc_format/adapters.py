@@ -29,12 +29,14 @@ udnc_format.format.errors.AdapterError: no adapter named 'no-such-framework'; av
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .format.errors import AdapterError
+
+if TYPE_CHECKING:
+    import importlib.metadata
 
 ENTRY_POINT_GROUP = "udnc_format.adapters"
 REQUIRED_FUNCTIONS = ("save", "save_file", "load", "load_file")
@@ -59,6 +61,8 @@ def _check_adapter(name: str, adapter: object, origin: str) -> None:
 
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
     """The group's entry points by name, the first on sys.path for each name."""
+    import importlib.metadata  # 10 ms or more: only when an adapter is looked up
+
     found: dict[str, importlib.metadata.EntryPoint] = {}
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(entry_point.name, entry_point)

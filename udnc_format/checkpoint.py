@@ -9,11 +9,10 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
-from .codec.encoder import EncodedTensor
 from .codec.reader import TensorInfo, UDNCFile
 from .codec.writer import Assembler, atomic_write, create_temporary, remove_all
 from .format.constants import DECODE_BATCH_BYTES
@@ -21,6 +20,9 @@ from .format.errors import InvalidInputError, LimitError, TensorNotFoundError, U
 from .format.fileio import describe, read_index
 from .format.header import TensorEntry
 from .format.limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY, Limits
+
+if TYPE_CHECKING:
+    from .codec.encoder import EncodedTensor
 
 INDEX_SUFFIX = ".index.json"
 INDEX_FORMAT = "udnc-index"

@@ -20,15 +20,10 @@ from dataclasses import fields, replace
 from functools import partial
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-
-from .checkpoint import Checkpoint, index_path, write_shards
-from .codec.encoder import EncodeOptions, encode_tensors
-from .codec.importance import plan_importance
+from .checkpoint import Checkpoint
 from .codec.reader import TensorInfo
-from .codec.writer import write_file
 from .coding.coders import DEFAULT_LEVELS, LEVEL_RANGES
 from .format.constants import (
     DEFAULT_PRNG,
@@ -36,6 +31,7 @@ from .format.constants import (
     DEFAULT_RD_SQNRS,
     DEFAULT_SQNR_DB,
     DEFAULT_SQNR_OFFSETS,
+    RD_ALLOCATIONS,
     VERSION_MAJOR,
     VERSION_MINOR,
     Coder,
@@ -44,18 +40,16 @@ from .format.constants import (
 )
 from .format.errors import MissingDependencyError, OptionError, UDNCError, WriteError
 from .format.limits import DEFAULT_MAX_HEADER_BYTES, MACHINE_MEMORY
-from .importance_file import load_importance
-from .rate import sqnr_for_bits
-from .rd import (
-    ALLOCATIONS,
-    RDPoint,
-    curves_of,
-    plot_curves,
-    rd_sweep,
-    settings_for,
-)
-from .safetensors_io import TensorSpec, iter_checkpoint, write_safetensors
-from .shards import compress_sharded
+from .safetensors_io import TensorSpec
+
+# The encoder's modules (codec.encoder, codec.importance, rate, rd, shards ...) are imported by
+# the commands that use them: decompress, info and verify start without them
+# (bench/speed/startup.md).
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .codec.encoder import EncodeOptions
+    from .rd import RDPoint
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
 T = TypeVar("T")
@@ -65,15 +59,17 @@ def _progress(
     items: Iterable[T], sizes: Sequence[int], description: str, quiet: bool
 ) -> Iterator[T]:
     """Yield ``items`` while a progress bar (on stderr, only on a terminal) counts ``sizes``."""
+    if quiet or not sys.stderr.isatty():  # no bar: tqdm (30 ms or more to import) is not needed
+        for item, _ in zip(items, sizes, strict=False):
+            yield item
+        return
     from tqdm import tqdm
 
-    disable = quiet or not sys.stderr.isatty()
     with tqdm(
         total=sum(sizes),
         unit="B",
         unit_scale=True,
         desc=description,
-        disable=disable,
         file=sys.stderr,
         leave=False,
     ) as bar:
@@ -155,6 +151,8 @@ def _flag(option: str) -> str:
 def check_compress(args: argparse.Namespace) -> None:
     """Every option of ``compress`` checked before anything is read or written (an invalid
     value is a usage error): the encoder options, as ``args.options``."""
+    from .codec.encoder import EncodeOptions
+
     if args.processes and (args.bits is not None or args.shard_size):
         raise OptionError("processes", "--processes goes with neither --bits nor --shard-size")
     if args.processes and args.importance:
@@ -184,6 +182,15 @@ def _check_output(path: Path, force: bool) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
+    from .checkpoint import index_path, write_shards
+    from .codec.encoder import encode_tensors
+    from .codec.importance import plan_importance
+    from .codec.writer import write_file
+    from .importance_file import load_importance
+    from .rate import sqnr_for_bits
+    from .safetensors_io import iter_checkpoint
+    from .shards import compress_sharded
+
     source, target = Path(args.input), Path(args.output)
     sharded = args.shard_size or args.processes
     _check_output(index_path(target) if sharded else target, args.force)
@@ -247,6 +254,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
+    from .safetensors_io import write_safetensors
+
     source, target = Path(args.input), Path(args.output)
     _check_output(target, args.force)
     with _open(source, args) as handle:
@@ -405,6 +414,8 @@ def _rd_table(points: Sequence[RDPoint]) -> list[str]:
 
 
 def cmd_rd(args: argparse.Namespace) -> int:
+    from .rd import curves_of, plot_curves, rd_sweep, settings_for
+
     # Fail before the sweep, not after it: the output must be writable and matplotlib present.
     if args.plot is not None:
         _check_output(Path(args.plot), args.force)
@@ -542,7 +553,7 @@ def _add_rd_command(commands: Any, common: argparse.ArgumentParser) -> None:
     rd.add_argument(
         "--allocation",
         default="step",
-        choices=list(ALLOCATIONS),
+        choices=list(RD_ALLOCATIONS),
         help="'step': one step for every tensor (equal noise per weight); 'sqnr': the same SQNR "
         "for every tensor; 'roles': compress's per-role SQNR offsets around the target",
     )

@@ -41,11 +41,11 @@ from .codec.encoder import EncodeOptions, encode_tensors, sqnr_db
 from .codec.quantizer import squared_norm, sum_of_squares
 from .codec.writer import atomic_write, write_file
 from .coding.lattices import get_lattice
-from .format.constants import DEFAULT_RD_LATTICES, DEFAULT_RD_SQNRS, Coder, Lattice
+from .format.constants import DEFAULT_RD_LATTICES, DEFAULT_RD_SQNRS, RD_ALLOCATIONS, Coder, Lattice
 from .format.errors import InvalidInputError, MissingDependencyError
 from .safetensors_io import TensorSpec, iter_checkpoint
 
-ALLOCATIONS = ("step", "sqnr", "roles")
+ALLOCATIONS = RD_ALLOCATIONS
 _BLOCK = 1 << 20  # elements per block of the error sums (no full-size float64 temporaries)
 
 # Wraps the iteration over tensors (a progress bar): (items, sizes in bytes, description).

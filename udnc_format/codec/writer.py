@@ -10,11 +10,13 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from ..format.errors import UDNCError, WriteError
 from ..format.header import Header, TensorEntry, build_header, relocate
-from .encoder import EncodedTensor
+
+if TYPE_CHECKING:
+    from .encoder import EncodedTensor
 
 
 class Assembler:

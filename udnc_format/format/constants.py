@@ -203,3 +203,6 @@ class SectionFlag(enum.IntFlag):
 # `udnc rd`: the curves drawn when the user names none.
 DEFAULT_RD_LATTICES = (Lattice.Z1, Lattice.E8)
 DEFAULT_RD_SQNRS = (20.0, 25.0, 30.0, 35.0, 40.0)
+# How ``udnc rd`` sets each tensor's step (rd.py): one global step, one SQNR per tensor, or the
+# per-role SQNR offsets.
+RD_ALLOCATIONS = ("step", "sqnr", "roles")
