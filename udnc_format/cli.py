@@ -682,7 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="LAMBDA",
         help="cubic lattices: pick points of least error + LAMBDA x bits, not the nearest "
-        "(0.2 pays below about 3 bits per weight; default 0)",
+        "(try 0.2 below about 3 bits per weight; default 0)",
     )
     compress.add_argument(
         "--importance",

@@ -124,9 +124,9 @@ class EncodeOptions:
     threads      threads that quantize and code a tensor's chunks (None or 0: every core);
                  the output does not depend on it
     rate_weight  λ ≥ 0 (cubic lattices Z1..Z8): pick the point of least squared error (in
-                 lattice units) + λ × bits instead of the nearest one (codec/rdo.py; 0.2 is a
-                 good value below about 3 bits per weight); the trellis lattices always weigh
-                 the rate in their search
+                 lattice units) + λ × bits instead of the nearest one (codec/rdo.py; try 0.2
+                 below about 3 bits per weight, and measure the model); the trellis lattices
+                 always weigh the rate in their search
     importance   statistics checked against the tensors (``importance.plan_importance``;
                  ``save(..., importance=stats)`` makes it): the tensors they cover get the
                  allocated steps and the weighted quantization of docs/importance.md
