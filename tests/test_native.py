@@ -561,6 +561,31 @@ def test_rans_decode(raw: bytes, data: st.DataObject) -> None:
     assert_same(lambda: kernels.rans_decode(bytes(stream), length))
 
 
+@pytest.mark.parametrize("change", ["cut", "extend", "damage"])
+def test_rans_body_errors_are_named_without_the_reference(
+    change: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crafted one-lane stream that breaks a rule of its body fails at native speed: the
+    kernel says which rule, so the reference (one numpy step per byte) does not run again."""
+    raw = bytes(np.random.default_rng(0).integers(0, 4, 60_000, dtype=np.uint8))
+    stream = bytearray(rans.encode(raw, lanes=1))
+    if change == "cut":
+        del stream[-2:]
+    elif change == "extend":
+        stream += b"\x00\x00"
+    else:
+        stream[-1] ^= 0x55
+    expected = outcome(lambda: rans.decode(bytes(stream), len(raw)))
+    assert expected[0] == "CorruptStreamError"
+
+    def reference(*args: object) -> bytes:
+        raise AssertionError("the reference ran")
+
+    with kernels.using(True):
+        monkeypatch.setattr(rans, "decode", reference)
+        assert outcome(lambda: kernels.rans_decode(bytes(stream), len(raw))) == expected
+
+
 # ---------------------------------------------------------------------------------------------
 # (c) Whole files: encoded and decoded both ways
 

@@ -374,6 +374,8 @@ def rans_decode(stream: bytes | memoryview, raw_length: int) -> bytes:
     native = _native
     if native is not None and raw_length >= 0:
         out = native.rans_decode(stream, raw_length)
+        if isinstance(out, tuple):  # a rule of the body: named without decoding again
+            raise rans.body_error(*out)
         if out is not None:
             return out
-    return rans.decode(stream, raw_length)
+    return rans.decode(stream, raw_length)  # a rule of the header: found at once

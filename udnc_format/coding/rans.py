@@ -89,6 +89,20 @@ def encode(raw: bytes | memoryview, lanes: int | None = None) -> bytes:
     return header + table + state.astype("<u4").tobytes() + words.tobytes()
 
 
+# The rules of a stream's body (spec §7.1), as the native kernel reports them too.
+ENDS_EARLY, WORDS_LEFT, END_STATE = 1, 2, 3
+
+
+def body_error(fault: int, where: int) -> CorruptStreamError:
+    """The error of a body rule broken at ``where`` (a byte count for ENDS_EARLY, the words
+    left for WORDS_LEFT): one source of the messages for the reference and the kernel."""
+    if fault == ENDS_EARLY:
+        return CorruptStreamError(f"rANS stream ends before byte {where}")
+    if fault == WORDS_LEFT:
+        return CorruptStreamError(f"rANS stream has {where} words after its data")
+    return CorruptStreamError("rANS lanes do not end in their initial state")
+
+
 def decode(stream: bytes | memoryview, raw_length: int) -> bytes:
     """The ``raw_length`` bytes of a rANS stream; CorruptStreamError on any departure from
     spec §7.1 (a bad table or state, words missing or left over, lanes that do not end in
@@ -139,11 +153,11 @@ def decode(stream: bytes | memoryview, raw_length: int) -> bytes:
         low = np.flatnonzero(x < LOWER)
         if low.size:
             if used + low.size > words.size:
-                raise CorruptStreamError(f"rANS stream ends before byte {first + x.size}")
+                raise body_error(ENDS_EARLY, first + x.size)
             x[low] = (x[low] << word) | words[used : used + low.size]
             used += low.size
     if used != words.size:
-        raise CorruptStreamError(f"rANS stream has {words.size - used} words after its data")
+        raise body_error(WORDS_LEFT, words.size - used)
     if (state != LOWER).any():
-        raise CorruptStreamError("rANS lanes do not end in their initial state")
+        raise body_error(END_STATE, 0)
     return out.tobytes()

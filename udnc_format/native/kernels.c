@@ -1439,7 +1439,8 @@ static uint32_t read_u32(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-int udnc_rans_decode(const uint8_t *stream, size_t size, uint8_t *out, size_t raw_length)
+int udnc_rans_decode(const uint8_t *stream, size_t size, uint8_t *out, size_t raw_length,
+                     int *fault, size_t *where)
 {
     uint8_t symbol_of[RANS_TOTAL];
     uint32_t step_of[RANS_TOTAL]; /* the slot's frequency << 16 | slot − start */
@@ -1448,6 +1449,8 @@ int udnc_rans_decode(const uint8_t *stream, size_t size, uint8_t *out, size_t ra
     size_t table_end, states_end, word_count, used = 0, first, least, i;
     unsigned lanes, last, b, total = 0;
     int status = UDNC_OK;
+    *fault = UDNC_RANS_HEADER;
+    *where = 0;
     if (raw_length == 0)
         return size == 0 ? UDNC_OK : UDNC_INVALID;
     if (size < 3)
@@ -1493,6 +1496,8 @@ int udnc_rans_decode(const uint8_t *stream, size_t size, uint8_t *out, size_t ra
             if (x < RANS_LOWER) {
                 if (used == word_count) {
                     status = UDNC_INVALID;
+                    *fault = UDNC_RANS_ENDS_EARLY;
+                    *where = first + count;
                     break;
                 }
                 x = x << 16 | read_u16(words + 2 * used++);
@@ -1500,11 +1505,16 @@ int udnc_rans_decode(const uint8_t *stream, size_t size, uint8_t *out, size_t ra
             state[k] = x;
         }
     }
-    if (!status && used != word_count)
+    if (!status && used != word_count) {
         status = UDNC_INVALID;
+        *fault = UDNC_RANS_WORDS_LEFT;
+        *where = word_count - used;
+    }
     for (i = 0; i < lanes && !status; i++)
-        if (state[i] != RANS_LOWER)
+        if (state[i] != RANS_LOWER) {
             status = UDNC_INVALID;
+            *fault = UDNC_RANS_END_STATE;
+        }
     free(state);
     return status;
 }

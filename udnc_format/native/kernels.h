@@ -107,8 +107,17 @@ int udnc_reconstruct(const udnc_tensor *tensor, const int64_t *symbols, const ui
 /* §6.5: binary64 values rounded to `dtype` (binary16 and bfloat16 through binary32). */
 int udnc_round(const double *values, size_t count, int dtype, void *out);
 
-/* §7.1: decode a rANS stream to exactly raw_length bytes. */
-int udnc_rans_decode(const uint8_t *stream, size_t size, uint8_t *out, size_t raw_length);
+/* §7.1: decode a rANS stream to exactly raw_length bytes. On UDNC_INVALID, *fault says which
+ * rule of the body broke (its message is rans.py `body_error`), at *where: decoding a crafted
+ * stream again in the reference only to name its error would cost the reference's speed.
+ * UDNC_RANS_HEADER: a rule of the header or the initial states (the reference finds it at
+ * once); UDNC_RANS_ENDS_EARLY: the words run out in the lane group ending at byte *where;
+ * UDNC_RANS_WORDS_LEFT: *where words follow the data; UDNC_RANS_END_STATE: a lane does not end
+ * in its initial state. */
+enum { UDNC_RANS_HEADER = 0, UDNC_RANS_ENDS_EARLY = 1, UDNC_RANS_WORDS_LEFT = 2,
+       UDNC_RANS_END_STATE = 3 };
+int udnc_rans_decode(const uint8_t *stream, size_t size, uint8_t *out, size_t raw_length,
+                     int *fault, size_t *where);
 
 /* §7.1, encoder side (rans.py `encode`): the stream of data with the given lanes and byte
  * frequencies (256, summing to 2^15, every present byte at least 1). out must hold

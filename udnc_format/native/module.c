@@ -479,13 +479,15 @@ static PyObject *round_values(PyObject *self, PyObject *args)
     return status_of(status);
 }
 
-/* rans_decode(stream, raw_length) -> bytes, or None for a stream that breaks §7.1 */
+/* rans_decode(stream, raw_length) -> bytes; for a stream that breaks §7.1, None (a rule of its
+ * header: the reference names it at once) or (fault, where) of a rule of its body */
 static PyObject *rans_decode(PyObject *self, PyObject *args)
 {
     PyObject *stream_obj, *result;
     Py_ssize_t raw_length;
     buffer stream;
-    int status;
+    int status, fault;
+    size_t where;
     (void)self;
     if (!PyArg_ParseTuple(args, "On", &stream_obj, &raw_length))
         return NULL;
@@ -504,7 +506,7 @@ static PyObject *rans_decode(PyObject *self, PyObject *args)
         uint8_t *target = (uint8_t *)PyBytes_AS_STRING(result);
         Py_BEGIN_ALLOW_THREADS
         status = udnc_rans_decode(stream.view.buf, (size_t)stream.view.len, target,
-                                  (size_t)raw_length);
+                                  (size_t)raw_length, &fault, &where);
         Py_END_ALLOW_THREADS
     }
     give_back(&stream);
@@ -512,7 +514,9 @@ static PyObject *rans_decode(PyObject *self, PyObject *args)
         Py_DECREF(result);
         if (status == UDNC_NO_MEMORY)
             return PyErr_NoMemory();
-        Py_RETURN_NONE;
+        if (fault == UDNC_RANS_HEADER)
+            Py_RETURN_NONE;
+        return Py_BuildValue("(in)", fault, (Py_ssize_t)where);
     }
     return result;
 }
