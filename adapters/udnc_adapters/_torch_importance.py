@@ -31,11 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from udnc_format.codec.importance import (
-    HESSIAN_SUFFIX,
-    MAX_HESSIAN_COLUMNS,
-    ROWS_SUFFIX,
-)
+from udnc_format.codec.importance import HESSIAN_SUFFIX, MAX_HESSIAN_COLUMNS, ROWS_SUFFIX
 from udnc_format.format.errors import InvalidInputError
 
 from ._probe import measure
@@ -164,7 +160,7 @@ def collect_importance(
     floating parameter of 2+ dimensions (one more pass over the batches per parameter; the
     outputs compared are ``output(model(...))`` when given, else the model's own). A dict batch
     runs as ``model(**b)``, a tuple as ``model(*b)``, anything else as ``model(b)``;
-    ``progress(i)`` is called after batch i of the first pass and after parameter i.
+    ``progress(i)`` is called after batch i of the first pass and after the i-th tensor probed.
 
     >>> stats = udnc_adapters.torch.collect_importance(model, loader_inputs)  # doctest: +SKIP
     >>> udnc_format.importance_file.save_importance(stats, "stats.safetensors")  # doctest: +SKIP
