@@ -9,9 +9,11 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 # spec §1: every binary64 operation rounded on its own, so no contraction into fused
-# multiply-adds and no fast-math; -O3 vectorizes the plain loops. Portable code (baseline
-# x86-64 / aarch64): the wheel runs on any machine of its architecture.
-GCC_FLAGS = ["-std=c99", "-O3", "-ffp-contract=off", "-fno-fast-math"]
+# multiply-adds and no fast-math; -O3 vectorizes the plain loops, and -fno-trapping-math lets
+# it compute both sides of a select (no value changes: only floating-point traps, which
+# nothing here enables, would). Portable code (baseline x86-64 / aarch64; kernels.c adds
+# clones for newer x86-64): the wheel runs on any machine of its architecture.
+GCC_FLAGS = ["-std=c99", "-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-trapping-math"]
 
 
 class BuildNative(build_ext):

@@ -19,6 +19,15 @@
  * cache, a multiple of 8 so that every block starts on a byte of fields and of bitmap. */
 #define BLOCK 2048
 
+/* The encoder's hot loops compiled also for AVX2 and AVX-512, chosen when the library loads
+ * (GCC on x86-64 glibc; elsewhere the one portable version). Lanes of adds, compares and
+ * selects give the same binary32/binary64 results at any width. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
+#define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
 /* ------------------------------------------------------------------------------------------
  * spec §5: the dither generators */
 
@@ -1112,116 +1121,84 @@ static int open_butterfly(butterfly *f, const udnc_trellis *trellis)
 }
 
 /* One candidate magnitude m of a target under quantizer q (trellis.py `_candidates`): its
- * squared error plus rate, infinite for m < 0, and its symbol. */
-static double candidate_cost(double magnitude, int64_t sign, int q, int64_t m, const double *rate,
-                             int64_t limit, int32_t *symbol)
+ * squared error plus rate, infinite for m < 0, and its symbol. Symbols and levels fit in 32
+ * bits: the targets are below 2^30 (udnc_tcq_viterbi). */
+static double candidate_cost(double magnitude, int32_t sign, int32_t q, int32_t m,
+                             const double *rate, int32_t limit, int32_t *symbol)
 {
-    int valid = m >= 0;
-    int64_t kept = valid ? m : 0, level = 2 * kept - (q && kept > 0 ? 1 : 0), index;
+    int32_t kept = m > 0 ? m : 0, level = 2 * kept - (q & (kept > 0)), index;
     double error = magnitude - (double)level;
-    *symbol = (int32_t)(sign * kept);
+    *symbol = sign * kept;
     index = *symbol < -limit ? -limit : *symbol > limit ? limit : *symbol;
-    return (valid ? error * error : INFINITY) + rate[index + limit];
+    return (m >= 0 ? error * error : INFINITY) + rate[index + limit];
 }
 
 /* trellis.py `_candidates` and `_branches`: for each weight, quantizer q and parity p, the
  * least (|target| − ℓ)² + rate among the four magnitudes nearest the target, in binary64,
  * then rounded to binary32, and its symbol. The magnitudes m − 1 and m + 1 share a parity,
- * m and m + 2 the other; each pair is taken in the reference's order (the first of equal
- * costs wins). */
-static void branch_costs(const double *targets, size_t count, const double *rate, int64_t limit,
-                         float *cost, int32_t *choice)
+ * m and m + 2 the other; in each pair the second wins only where it is less (the
+ * reference's order). Selects, no branches: the loop vectorizes. */
+VECTOR_CLONES
+static void branch_costs(const double *restrict targets, size_t count, const double *restrict rate,
+                         int32_t limit, float *restrict cost, int32_t *restrict choice)
 {
     size_t t;
-    for (t = 0; t < count; t++) {
-        double magnitude = fabs(targets[t]);
-        int64_t sign = targets[t] < 0 ? -1 : 1;
-        int q;
-        for (q = 0; q < 2; q++) {
+    int32_t q;
+    for (q = 0; q < 2; q++)
+        for (t = 0; t < count; t++) {
+            double magnitude = fabs(targets[t]);
+            int32_t sign = targets[t] < 0 ? -1 : 1;
             /* floor of a non-negative value: the conversion truncates */
-            int64_t nearest = (int64_t)((magnitude + (double)q) / 2.0);
-            double odd_cost = INFINITY, even_cost = INFINITY, c; /* of m − 1, m + 1 / m, m + 2 */
-            int32_t odd_symbol = 0, even_symbol = 0, s;
-            int even = (int)(nearest & 1);
-            c = candidate_cost(magnitude, sign, q, nearest - 1, rate, limit, &s);
-            if (c < odd_cost) {
-                odd_cost = c;
-                odd_symbol = s;
-            }
-            c = candidate_cost(magnitude, sign, q, nearest, rate, limit, &s);
-            if (c < even_cost) {
-                even_cost = c;
-                even_symbol = s;
-            }
-            c = candidate_cost(magnitude, sign, q, nearest + 1, rate, limit, &s);
-            if (c < odd_cost) {
-                odd_cost = c;
-                odd_symbol = s;
-            }
-            c = candidate_cost(magnitude, sign, q, nearest + 2, rate, limit, &s);
-            if (c < even_cost) {
-                even_cost = c;
-                even_symbol = s;
-            }
-            cost[4 * t + 2 * q + even] = (float)even_cost;
-            cost[4 * t + 2 * q + 1 - even] = (float)odd_cost;
-            choice[4 * t + 2 * q + even] = even_symbol;
-            choice[4 * t + 2 * q + 1 - even] = odd_symbol;
+            int32_t nearest = (int32_t)((magnitude + (double)q) / 2.0);
+            int32_t below_symbol, at_symbol, above_symbol, beyond_symbol; /* m − 1 … m + 2 */
+            double below = candidate_cost(magnitude, sign, q, nearest - 1, rate, limit,
+                                          &below_symbol);
+            double at = candidate_cost(magnitude, sign, q, nearest, rate, limit, &at_symbol);
+            double above = candidate_cost(magnitude, sign, q, nearest + 1, rate, limit,
+                                          &above_symbol);
+            double beyond = candidate_cost(magnitude, sign, q, nearest + 2, rate, limit,
+                                           &beyond_symbol);
+            int32_t above_wins = above < below, beyond_wins = beyond < at, odd = nearest & 1;
+            double shifted = above_wins ? above : below, same = beyond_wins ? beyond : at;
+            int32_t shifted_symbol = above_wins ? above_symbol : below_symbol;
+            int32_t same_symbol = beyond_wins ? beyond_symbol : at_symbol;
+            /* m and m + 2 have the parity of m; m ± 1 the other */
+            cost[4 * t + 2 * q] = (float)(odd ? shifted : same);
+            cost[4 * t + 2 * q + 1] = (float)(odd ? same : shifted);
+            choice[4 * t + 2 * q] = odd ? shifted_symbol : same_symbol;
+            choice[4 * t + 2 * q + 1] = odd ? same_symbol : shifted_symbol;
         }
-    }
 }
 
-/* Pairs of states whose quantizers follow one of two patterns (below). */
-#define LANES 8
-
-/* One add-compare-select step over every state; took[r] is 1 where the odd branch wins.
- * States 2i and 2i + 1 lead to i and i + S/2, both under the quantizer q(i). q is linear in
- * the label, so over LANES pairs from a multiple of LANES it is q of the lane XOR q of the
- * first pair: the branch costs of the pairs are copies of two patterns, not selections. */
+/* One add-compare-select step over every state. States 2i and 2i + 1 lead to i and i + S/2,
+ * both under the quantizer q(i); took[i] holds the decisions of both, bit 0 for i and bit 1
+ * for i + S/2, each 1 where the odd branch wins. */
+VECTOR_CLONES
 static void butterfly_step(const butterfly *f, const float *restrict path,
                            const float *restrict cost, float *restrict next,
                            uint8_t *restrict took)
 {
     const size_t half = f->half;
-    float pattern[2][2][LANES]; /* [flip][parity][lane] */
-    float even_cost[128], odd_cost[128];
-    int32_t decided[256];
-    size_t i, lane;
-    if (half < LANES) {
-        for (i = 0; i < half; i++) {
-            even_cost[i] = cost[2 * f->quantizer[i]];
-            odd_cost[i] = cost[2 * f->quantizer[i] + 1];
-        }
-    } else {
-        for (lane = 0; lane < LANES; lane++) {
-            int q = f->quantizer[lane];
-            pattern[0][0][lane] = cost[2 * q];
-            pattern[0][1][lane] = cost[2 * q + 1];
-            pattern[1][0][lane] = cost[2 * (q ^ 1)];
-            pattern[1][1][lane] = cost[2 * (q ^ 1) + 1];
-        }
-        for (i = 0; i < half; i += LANES) {
-            const int flip = f->quantizer[i];
-            memcpy(even_cost + i, pattern[flip][0], sizeof pattern[flip][0]);
-            memcpy(odd_cost + i, pattern[flip][1], sizeof pattern[flip][1]);
-        }
-    }
+    const int32_t *restrict quantizer = f->quantizer;
+    const float even0 = cost[0], odd0 = cost[1], even1 = cost[2], odd1 = cost[3];
+    int32_t decided[128];
+    size_t i;
     /* The odd branch wins where it is less (trellis.py: np.less(odd, even), then
      * np.minimum); the costs are never NaN, so "the minimum differs from the even branch"
      * says the same, and both vectorize to a min and a compare. Decisions in 32 bits first:
      * bytes would make the compiler take 16 pairs at a time and spill. */
     for (i = 0; i < half; i++) {
         float a = path[2 * i], b = path[2 * i + 1];
-        float even_low = a + even_cost[i], odd_low = b + odd_cost[i];
-        float even_high = b + even_cost[i], odd_high = a + odd_cost[i];
+        float even = quantizer[i] ? even1 : even0, odd = quantizer[i] ? odd1 : odd0;
+        float even_low = a + even, odd_low = b + odd;
+        float even_high = b + even, odd_high = a + odd;
         float low = odd_low < even_low ? odd_low : even_low;
         float high = odd_high < even_high ? odd_high : even_high;
         next[i] = low;
         next[i + half] = high;
-        decided[i] = low != even_low;
-        decided[i + half] = high != even_high;
+        decided[i] = (low != even_low) | (high != even_high) << 1;
     }
-    for (i = 0; i < 2 * half; i++)
+    for (i = 0; i < half; i++)
         took[i] = (uint8_t)decided[i];
 }
 
@@ -1235,6 +1212,7 @@ static void renormalize_path(float *path, unsigned states)
         path[s] -= least;
 }
 
+VECTOR_CLONES
 static void search_segment(const butterfly *f, size_t count, size_t renormalize,
                            const float *cost, const int32_t *choice, float *path, float *next,
                            uint8_t *took, int64_t *symbols)
@@ -1246,7 +1224,7 @@ static void search_segment(const butterfly *f, size_t count, size_t renormalize,
     path[0] = 0.0f;
     for (t = 0; t < count; t++) {
         float *swap;
-        butterfly_step(f, path, cost + 4 * t, next, took + t * f->states);
+        butterfly_step(f, path, cost + 4 * t, next, took + t * f->half);
         swap = path;
         path = next;
         next = swap;
@@ -1259,7 +1237,8 @@ static void search_segment(const butterfly *f, size_t count, size_t renormalize,
             best = f->label[s];
     position = best;
     for (t = count; t-- > 0;) {
-        unsigned parity = took[t * f->states + position];
+        unsigned pair = position & (f->half - 1), high = position >= f->half;
+        unsigned parity = (took[t * f->half + pair] >> high) & 1u;
         unsigned q = (unsigned)f->quantizer[position];
         symbols[t] = choice[4 * t + 2 * q + parity];
         position = (((position << 1) | (position >> (f->memory - 1))) & (f->states - 1)) ^ parity;
@@ -1277,9 +1256,9 @@ int udnc_tcq_viterbi(const double *targets, size_t rows, const double *rate, int
     int status = open_butterfly(&f, trellis);
     if (status)
         return status;
-    if (segment == 0 || renormalize == 0 || limit < 0)
+    if (segment == 0 || renormalize == 0 || limit < 0 || limit > 0x40000000)
         return UDNC_UNSUPPORTED;
-    for (j = 0; j < rows * segment; j++) /* the reference's integer conversions stay exact */
+    for (j = 0; j < rows * segment; j++) /* exact 32-bit symbols and levels (branch_costs) */
         if (!(fabs(targets[j]) < 0x1p30))
             return UDNC_UNSUPPORTED;
     for (j = 0; j < 2 * (size_t)limit + 1; j++) /* finite costs: no path cost is ever NaN */
@@ -1287,7 +1266,7 @@ int udnc_tcq_viterbi(const double *targets, size_t rows, const double *rate, int
             return UDNC_UNSUPPORTED;
     cost = malloc(segment * 4 * sizeof *cost);
     choice = malloc(segment * 4 * sizeof *choice);
-    took = malloc(segment * f.states);
+    took = malloc(segment * f.half);
     path = malloc(2 * f.states * sizeof *path);
     if (!cost || !choice || !took || !path) {
         free(cost);
@@ -1297,7 +1276,7 @@ int udnc_tcq_viterbi(const double *targets, size_t rows, const double *rate, int
         return UDNC_NO_MEMORY;
     }
     for (row = 0; row < rows; row++) {
-        branch_costs(targets + row * segment, segment, rate, limit, cost, choice);
+        branch_costs(targets + row * segment, segment, rate, (int32_t)limit, cost, choice);
         search_segment(&f, segment, renormalize, cost, choice, path, path + f.states, took,
                        symbols + row * segment);
     }
