@@ -58,8 +58,17 @@ def second_moment(lattice: str) -> float:
     return SECOND_MOMENT.get(lattice, 1.0 / 12.0)
 
 
+# The trellis lattices have no nearest point: the reference search takes each weight's level
+# among the two nearest of its parity under its quantizer (levels 4 apart), so at most 4 units
+# from the target.
+TRELLIS_ERROR_BOUND = 4.0
+
+
 def covering_radius(lattice: str) -> float:
-    """Largest distance from a point of space to its nearest lattice point (native units)."""
+    """Largest distance from a point of space to its nearest lattice point (native units); for
+    a trellis lattice, the reference search's largest error."""
+    if lattice in TRELLISES:
+        return TRELLIS_ERROR_BOUND
     return COVERING_RADIUS.get(lattice, math.sqrt(dimension(lattice)) / 2.0)
 
 

@@ -175,6 +175,7 @@ def test_info_of_passthrough_pruned_and_codebook_tensors(rng) -> None:
             "p": rng.normal(size=(32, 64)),
             "s": np.float32(1.0),
         },
+        lattice="Z1",
         prune=0.5,
         codebook=True,
         step=0.5,

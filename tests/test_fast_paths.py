@@ -119,7 +119,9 @@ def many_chunks() -> bytes:
         "e8": np.random.default_rng(3).normal(size=(30, 64)).astype(ml_dtypes.bfloat16),
         "ids": np.arange(5000, dtype=np.int64),
     }
-    return udnc_format.save(tensors, chunk_weights=512, min_elements=16, sqnr=25, prune=0.2)
+    return udnc_format.save(
+        tensors, lattice="Z1", chunk_weights=512, min_elements=16, sqnr=25, prune=0.2
+    )
 
 
 @pytest.mark.parametrize("threads", [2, 3, None])
@@ -224,7 +226,9 @@ def test_batched_tensors_fail_like_one_after_another() -> None:
     """get_tensors decodes the chunks of several tensors together, yet reports the error that
     decoding them one after the other meets first."""
     tensors = {"a": WEIGHTS["a"], "b": WEIGHTS["a"][::-1].copy()}
-    data = bytearray(udnc_format.save(tensors, chunk_weights=1000, prune=0.5, sqnr=20))
+    data = bytearray(
+        udnc_format.save(tensors, lattice="Z1", chunk_weights=1000, prune=0.5, sqnr=20)
+    )
     with udnc_format.UDNCFile(bytes(data)) as handle:
         a_chunk = handle.header.tensors[0].quantized.symbols.chunks[3]
         b_mask = handle.header.tensors[1].quantized.mask.chunks[0]

@@ -326,6 +326,16 @@ def test_a_file_that_does_not_fit_the_model(tmp_path: Path) -> None:
         QuantizedModel(mlp(), min_count=-1)
 
 
+def test_a_trellis_file_or_the_default_lattice_is_refused_at_once(tmp_path: Path) -> None:
+    """A trellis (the default lattice) has no shared vectors and no codebook mode: refused
+    when the model is wrapped, not when the fine-tuned file is written."""
+    path = tmp_path / "tcq.udnc"
+    udnc_format.save_file(state_arrays(mlp()), path, step=0.05)
+    for source, options in ((path, {}), (None, {"step": 0.05})):
+        with pytest.raises(InvalidInputError, match=r"codebook mode.*lattice='Z1'"):
+            QuantizedModel(mlp(), source, **options)
+
+
 def test_tied_weights_share_their_codewords(tmp_path: Path) -> None:
     class Tied(nn.Module):
         """An autoencoder whose decoder is its encoder's transpose, under two names."""

@@ -73,7 +73,7 @@ def test_sweep_measures_the_real_file_and_the_global_sqnr(checkpoint, capsys):
     in_file_order = {spec.name: WEIGHTS[spec.name] for spec in compare_set(checkpoint).specs}
     for p in points:
         # The same file, written by the library at the reported step: same size, same SQNR.
-        data = udnc_format.save(in_file_order, step=p["step"], dither=p["dither"])
+        data = udnc_format.save(in_file_order, lattice="Z1", step=p["step"], dither=p["dither"])
         assert p["file_bytes"] == len(data)
         assert p["bits_per_weight"] == pytest.approx(8 * len(data) / weights)
         assert p["sqnr"] == pytest.approx(global_sqnr(udnc_format.load(data)), abs=1e-9)

@@ -32,15 +32,20 @@ def test_choose_trades_error_for_bits() -> None:
 
 def test_rate_weight_lowers_the_rate_at_a_bounded_error() -> None:
     w = laplace(1 << 16)
-    plain = udnc_format.save({"w": w.reshape(256, -1)}, step=1.0, coder="rans")
-    rdo_file = udnc_format.save({"w": w.reshape(256, -1)}, step=1.0, coder="rans", rate_weight=0.2)
+    plain = udnc_format.save({"w": w.reshape(256, -1)}, lattice="Z1", step=1.0, coder="rans")
+    rdo_file = udnc_format.save(
+        {"w": w.reshape(256, -1)}, lattice="Z1", step=1.0, coder="rans", rate_weight=0.2
+    )
     assert len(rdo_file) < 0.97 * len(plain)
     decoded = udnc_format.load(rdo_file)["w"].reshape(-1)
     # The point is one of the two integers around the target: within one step of it.
     assert np.abs(decoded - w).max() <= 1.0 + 1e-6
     # rate_weight=0 is the plain encoder, bit for bit.
     assert (
-        udnc_format.save({"w": w.reshape(256, -1)}, step=1.0, coder="rans", rate_weight=0) == plain
+        udnc_format.save(
+            {"w": w.reshape(256, -1)}, lattice="Z1", step=1.0, coder="rans", rate_weight=0
+        )
+        == plain
     )
 
 
@@ -49,7 +54,9 @@ def test_rate_weight_wins_at_equal_error_where_the_rate_is_low(dither: bool) -> 
     w = laplace(1 << 16, seed=1).reshape(256, -1)
 
     def point(step: float, weight: float) -> tuple[float, float]:
-        data = udnc_format.save({"w": w}, step=step, rate_weight=weight, dither=dither)
+        data = udnc_format.save(
+            {"w": w}, lattice="Z1", step=step, rate_weight=weight, dither=dither
+        )
         symbols = udnc_format.open(data).get_quantized("w").symbols
         error = float(np.mean((udnc_format.load(data)["w"] - w) ** 2))
         return entropy(symbols), error
@@ -69,7 +76,8 @@ def test_rate_weight_with_importance_feedback() -> None:
     w = laplace(64 * 32, seed=3).reshape(64, 32)
     stats = {"w": np.mean(x**2, axis=0), "w:hessian": x.T @ x / len(x)}
     for weight in (0.0, 0.2):
-        data = udnc_format.save({"w": w}, importance=stats, step=0.8, rate_weight=weight)
+        options = {"lattice": "Z1", "step": 0.8, "rate_weight": weight}
+        data = udnc_format.save({"w": w}, importance=stats, **options)
         decoded = udnc_format.load(data)["w"]
         assert np.isfinite(decoded).all()
 
@@ -80,8 +88,10 @@ def test_rate_weight_is_checked() -> None:
         udnc_format.save(w, lattice="E8", rate_weight=0.2)
     with pytest.raises(OptionError, match="cubic"):
         udnc_format.save(w, lattice="TCQ16", rate_weight=0.2)
+    with pytest.raises(OptionError, match="lattice='Z1'"):  # the default lattice is a trellis
+        udnc_format.save(w, rate_weight=0.2)
     with pytest.raises(OptionError, match="non-negative"):
-        udnc_format.save(w, rate_weight=-1.0)
+        udnc_format.save(w, lattice="Z1", rate_weight=-1.0)
     udnc_format.save(w, lattice="Z4", rate_weight=0.2)
 
 
@@ -91,8 +101,9 @@ def test_cli_rate_weight(tmp_path) -> None:  # type: ignore[no-untyped-def]
     source = tmp_path / "w.safetensors"
     safetensors.numpy.save_file({"w": laplace(1 << 14).reshape(128, -1)}, source)
     plain, weighted = tmp_path / "plain.udnc", tmp_path / "rdo.udnc"
-    assert main(["compress", str(source), "-o", str(plain), "-q", "--sqnr", "8"]) == 0
-    argv = ["compress", str(source), "-o", str(weighted), "-q", "--sqnr", "8"]
+    z1 = ["-q", "--sqnr", "8", "--lattice", "Z1"]
+    assert main(["compress", str(source), "-o", str(plain), *z1]) == 0
+    argv = ["compress", str(source), "-o", str(weighted), *z1]
     assert main([*argv, "--rate-weight", "0.2"]) == 0
     assert weighted.stat().st_size < plain.stat().st_size
     with pytest.raises(SystemExit) as exited:  # a usage error

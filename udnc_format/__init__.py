@@ -175,7 +175,7 @@ def open(
     >>> save_file({"w": np.ones((8, 256), np.float32)}, path, metadata={"k": "v"})
     >>> with open(path) as f:
     ...     f.keys(), f.metadata(), f.info("w").lattice
-    (['w'], {'k': 'v'}, 'Z1')
+    (['w'], {'k': 'v'}, 'TCQ256')
     """
     limits = _limits(max_tensor_bytes, max_header_bytes, max_total_bytes)
     return UDNCFile(path, **limits, threads=threads)

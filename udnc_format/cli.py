@@ -26,6 +26,7 @@ from .checkpoint import Checkpoint
 from .codec.reader import TensorInfo
 from .coding.coders import DEFAULT_LEVELS, LEVEL_RANGES
 from .format.constants import (
+    DEFAULT_LATTICE,
     DEFAULT_PRNG,
     DEFAULT_RD_LATTICES,
     DEFAULT_RD_SQNRS,
@@ -641,7 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lattices = [m.name for m in Lattice]
     compress.add_argument(
-        "--lattice", default="Z1", choices=lattices, type=str.upper, help="quantization lattice"
+        "--lattice",
+        default=DEFAULT_LATTICE.name,
+        choices=lattices,
+        type=str.upper,
+        help=f"quantization lattice (default {DEFAULT_LATTICE.name}; --codebook, --rate-weight "
+        "and fine-tuning need another, e.g. Z1)",
     )
     compress.add_argument(
         "--sqnr-offset",

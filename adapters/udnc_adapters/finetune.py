@@ -57,6 +57,7 @@ from udnc_format.codec.encoder import (
     quantize_tensor,
 )
 from udnc_format.codec.writer import write_file
+from udnc_format.coding.lattices import get_lattice
 from udnc_format.coding.quantized import QuantizedTensor, centred_dither
 from udnc_format.format.constants import MAX_CODEBOOK_SIZE, Dtype, Prng
 from udnc_format.format.errors import InvalidInputError
@@ -310,6 +311,14 @@ class QuantizedModel(nn.Module):
     def _add(
         self, name: str, aliases: tuple[str, ...], q: QuantizedTensor, dtype: torch.dtype
     ) -> None:
+        if not get_lattice(q.lattice).has_codebook_mode:
+            # A trellis symbol's point depends on the path before it (spec §6.8): no shared
+            # vectors to train, and no codebook mode to store trained ones in.
+            raise InvalidInputError(
+                f"tensor {name!r}: fine-tuning needs a lattice with codebook mode, not "
+                f"{q.lattice.name} (the default, trellis-coded): quantize with another, e.g. "
+                "lattice='Z1' or 'E8' (udnc compress --lattice Z1)"
+            )
         q = by_frequency(point_codebook(q, name))
         assert q.codebook is not None and q.indices is not None
         index = len(self._layouts)

@@ -292,7 +292,8 @@ def markdown(results: dict) -> str:
         f"load average before / after: {results['load_before']} / {results['load_after']}.",
         "",
         f"Model: all-MiniLM-L6-v2's float32 tensors, {u['source_bytes']:,} bytes; udnc at the CLI "
-        f"defaults (Z1, dithered by Philox4x64-10, SQNR 38 dB with the role offsets, zstd 3): "
+        f"defaults ({results.get('lattice', 'Z1')}, dithered by Philox4x64-10, SQNR 38 dB with "
+        "the role offsets, zstd 3): "
         f"{u['file_bytes']:,} bytes, ratio {u['compression_ratio']:.2f}. MB/s are MB of float32 "
         "weights (input for encode, output for decode) per second, best of the repeats, tensors "
         "in memory for every tool.",
@@ -404,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or ''}"
         f" Python {platform.python_version()}, numpy {np.__version__}".replace(",  ", ", "),
         "commit": git_commit(),
+        "lattice": udnc_format.EncodeOptions().lattice.name,  # the defaults measured
         "load_before": [round(v, 2) for v in load_before],
         "load_after": [round(v, 2) for v in os.getloadavg()],
         "udnc": udnc,

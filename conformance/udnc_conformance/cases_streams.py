@@ -176,7 +176,13 @@ def big_endian_case() -> Built:
     ones (spec §4.2: elements are little-endian)."""
     little = {"w": weights((8, 16), 61), "ids": np.arange(-4, 4, dtype="<i4")}
     big = {"w": little["w"].astype(">f4"), "ids": little["ids"].astype(">i4")}
-    options: dict[str, Any] = {"step": 0.125, "seed": 3, "min_elements": 1, "coder": "zstd"}
+    options: dict[str, Any] = {
+        "lattice": "Z1",
+        "step": 0.125,
+        "seed": 3,
+        "min_elements": 1,
+        "coder": "zstd",
+    }
     data = udnc_format.save(big, **options)
     if data != udnc_format.save(little, **options):
         raise GeneratorError("big-endian input encodes differently from little-endian")

@@ -561,7 +561,7 @@ class EncoderCase:
 def _encoder_case(
     case_id: str, description: str, profiles: tuple[str, ...] = ("full",), **options: Any
 ) -> EncoderCase:
-    lattice, coder = options.get("lattice", "Z1"), options.get("coder", "zstd")
+    lattice, coder = options["lattice"], options.get("coder", "zstd")  # every case names one
     features = [f"lattice:{lattice.lower()}", f"coder:{coder}"]
     features.append("dither" if options.get("dither", True) else "no-dither")
     features += ["step"] if "step" in options else ["sqnr"] if "sqnr" in options else []
@@ -849,7 +849,7 @@ def _check_tensor(
 def _declaration_problems(name: str, info: Any, options: Mapping[str, Any]) -> list[str]:
     """What the file declares for a quantized tensor against what the options asked."""
     problems = []
-    lattice = str(options.get("lattice", "Z1")).upper()
+    lattice = str(options["lattice"]).upper()
     if info.lattice != lattice:
         problems.append(f"lattice {info.lattice}, asked {lattice}")
     dither = bool(options.get("dither", True))

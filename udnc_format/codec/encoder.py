@@ -27,6 +27,7 @@ from ..coding.quantized import QuantizedTensor
 from ..coding.symbols import SymbolChunk, best_field_width_payload, zigzag
 from ..format.constants import (
     DEFAULT_CHUNK_WEIGHTS,
+    DEFAULT_LATTICE,
     DEFAULT_MIN_QUANTIZED_ELEMENTS,
     DEFAULT_PASSTHROUGH_CHUNK_BYTES,
     DEFAULT_PRNG,
@@ -102,7 +103,8 @@ class EncodeOptions:
     """What the encoder is asked to do; ``save(tensors, **options)`` takes these as keywords.
 
     lattice      "Z1".."Z8", "A2", "D4", "E8", or a trellis "TCQ4", "TCQ16", "TCQ64",
-                 "TCQ256" (fewest bits at a given SQNR; slower to encode, format 1.2)
+                 "TCQ256" (the default: fewest bits at a given SQNR, slower to encode, format
+                 1.2; codebook mode, rate_weight and fine-tuning need another lattice)
     step         Δ, the lattice scaled so that its cell volume is Δ^n: one number for every
                  quantized tensor, or a mapping from tensor name to Δ (others use ``sqnr``)
     sqnr         target signal-to-quantization-noise ratio in dB per tensor (default 38); with
@@ -132,7 +134,7 @@ class EncodeOptions:
                  allocated steps and the weighted quantization of docs/importance.md
     """
 
-    lattice: Lattice = Lattice.Z1
+    lattice: Lattice = DEFAULT_LATTICE
     step: float | Mapping[str, float] | None = None
     sqnr: float | None = None
     dither: bool = True
@@ -210,7 +212,8 @@ class EncodeOptions:
         )
         _require(
             not (self.codebook and not get_lattice(self.lattice).has_codebook_mode),
-            "codebook is not available with a trellis (TCQ) lattice (spec §6.8)",
+            "codebook is not available with a trellis (TCQ) lattice, the default one included "
+            "(spec §6.8): give another lattice, e.g. lattice='Z1' (--lattice Z1)",
             self.lattice.name,
         )
         _require(
@@ -220,8 +223,9 @@ class EncodeOptions:
         )
         _require(
             not self.rate_weight or isinstance(get_lattice(self.lattice), CubicLattice),
-            "rate_weight applies to the cubic lattices Z1..Z8 (the trellis lattices weigh the "
-            "rate in their own search)",
+            "rate_weight applies to the cubic lattices Z1..Z8, so give one, e.g. lattice='Z1' "
+            "(--lattice Z1); the trellis lattices, the default one included, weigh the rate in "
+            "their own search",
             self.lattice.name,
         )
         _require(

@@ -51,12 +51,13 @@ DECODE_BLOCK_VALUES = 1 << 16
 FIELD_WIDTH_SAMPLE_WEIGHTS = 1 << 18
 FIELD_WIDTH_SAMPLE_BLOCKS = 16
 DEFAULT_MIN_QUANTIZED_ELEMENTS = 1024
-# The default rate: an SQNR per tensor, by role. Measured on all-MiniLM-L6-v2 (bench/minilm):
-# one kind of tensor alone quantized at 24 dB costs the sentence embeddings 10 to 30 times more
-# cosine for value projections and feed-forward layers than for query/key projections or the
-# embedding tables. Like llama.cpp's k-quant mixes, the default gives the sensitive kinds more
-# bits and the robust ones fewer (first matching pattern wins); a tensor whose name matches no
-# pattern gets DEFAULT_SQNR_DB, which alone keeps MiniLM's embeddings at cosine >= 0.996.
+# The default rate: an SQNR per tensor, by role. Measured on all-MiniLM-L6-v2 (bench/minilm,
+# roles.md for TCQ256 and Z1 alike): one kind of tensor alone quantized at 24 dB costs the
+# sentence embeddings 8 to 13 times more cosine for value projections and feed-forward layers
+# than for query/key projections or the word embeddings. Like llama.cpp's k-quant mixes, the
+# default gives the sensitive kinds more bits and the robust ones fewer (first matching pattern
+# wins); a tensor whose name matches no pattern gets DEFAULT_SQNR_DB, which alone keeps MiniLM's
+# embeddings at cosine >= 0.996.
 # BERT-style word embeddings (half of MiniLM's weights) go through a LayerNorm at once and are
 # the most robust of all: their offset was swept on their own (-10 to -22 dB, with 50 tuning
 # sentences apart from the benchmark's) and -16 dB is where the cosine starts to drop.
@@ -154,6 +155,10 @@ LATTICE_DIMENSIONS: dict[Lattice, int] = {
 # stored as the chunk's coset bitmap.
 COSET_BIT_LATTICES = frozenset({Lattice.E8})
 TRELLIS_LATTICE_BASE = 32  # §6.8: a TCQ lattice's value is 32 + ν, ν the trellis memory
+# The reference encoder's lattice, by the rule of README "Speed": the fewest bits at equal SQNR
+# among the settings that decode a checkpoint, whole process, at least as fast as gguf-py's
+# Q4_0 (bench/speed/whole_process.md: TCQ256 with zstd, 0.23 bit/weight fewer than Z1).
+DEFAULT_LATTICE = Lattice.TCQ256
 # The reference encoder's weight of rate against squared error (in units of the scale²) in its
 # trellis search: from 0.1 to 0.45 the rate at equal SQNR moves by under 0.002 bit/weight on
 # MiniLM and Laplace data, best near 0.2 to 0.3; 0.8 costs 0.01 at 20 dB.
