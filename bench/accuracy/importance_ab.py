@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +46,7 @@ sys.path.insert(0, str(HERE.parent))  # bench/: the shared helpers
 sys.path.insert(0, str(HERE.parent / "minilm"))
 
 from lenet5_mnist import ROOT, environment, log  # noqa: E402
+from report import publish  # noqa: E402
 from udnc_adapters import torch as udnc_torch  # noqa: E402
 
 import udnc_format  # noqa: E402
@@ -287,12 +287,7 @@ def main() -> None:
     document["load_average"] = " ".join(
         sorted(set(loads), key=float)[:1] + sorted(set(loads), key=float)[-1:]
     )
-    text = render(document)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "importance_ab.json").write_text(json.dumps(document, indent=1) + "\n")
-        (args.out / "importance_ab.md").write_text(text)
-    print(text)
+    publish(args.out, "importance_ab", document, render(document))
 
 
 if __name__ == "__main__":

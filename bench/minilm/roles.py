@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import json
 import os
 import platform
 import sys
@@ -38,8 +37,10 @@ from udnc_format.format.constants import DEFAULT_SQNR_DB, DEFAULT_SQNR_OFFSETS
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "accuracy"))
+sys.path.insert(0, str(HERE.parent))
 import roundtrip  # noqa: E402
 import sentences  # noqa: E402
+from report import publish  # noqa: E402
 
 os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
@@ -192,12 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         document["lattices"][lattice] = measure(lattice)
     document["load_end"] = [round(x, 2) for x in os.getloadavg()]
     document["seconds"] = time.perf_counter() - started
-    text = render(document)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "roles.json").write_text(json.dumps(document, indent=1) + "\n")
-        (args.out / "roles.md").write_text(text)
-    print(text)
+    publish(args.out, "roles", document, render(document))
     return 0
 
 

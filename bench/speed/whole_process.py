@@ -56,6 +56,8 @@ from udnc_format.format.constants import DEFAULT_LATTICE
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+from report import publish  # noqa: E402
 from run import PEERS_PYTHON, minilm_path  # noqa: E402
 from startup import NEUTRAL, ROOT, commit, environment, load_average  # noqa: E402
 
@@ -391,12 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     document["choice"] = compare(document["result"]["rows"])
     document["load_end"] = load_average()
     document["seconds"] = time.perf_counter() - started
-    text = render(document)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "whole_process.json").write_text(json.dumps(document, indent=1) + "\n")
-        (args.out / "whole_process.md").write_text(text)
-    print(text)
+    publish(args.out, "whole_process", document, render(document))
     return 0
 
 
