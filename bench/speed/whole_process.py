@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -233,13 +234,19 @@ def measure(model: Path, work: Path, repeat: int, decode_repeat: int) -> dict[st
     }
 
 
-def paired_ratio(peer: dict[str, Any], row: dict[str, Any]) -> float:
-    """The median over the rounds of gguf-py's decode wall time / this setting's (same round)."""
-    return statistics.median(p[0] / r[0] for p, r in zip(peer["runs"], row["runs"], strict=True))
+def paired_ratios(rows: dict[str, Any], tool: str) -> list[float]:
+    """Per round, gguf-py's decode wall time / this setting's in the same round."""
+    peer, row = rows[PEER]["decode"]["runs"], rows[tool]["decode"]["runs"]
+    return [p[0] / r[0] for p, r in zip(peer, row, strict=True)]
 
 
-def compare(rows: dict[str, Any]) -> dict[str, Any]:
-    """Ratios to gguf-py Q4_0, bits at the first setting's SQNR, and the settings that qualify."""
+def _setting(tool: str) -> str:
+    return tool.removesuffix(" (defaults)")  # earlier runs labelled the defaults so
+
+
+def compare(rows: dict[str, Any], pooled: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Ratios to gguf-py Q4_0, bits at the first setting's SQNR, and the settings that qualify;
+    the paired rounds of ``pooled`` (earlier runs' rows) join this run's in the verdict."""
     peer = rows[PEER]
     reference = rows[f"udnc {SETTINGS[0][0]}"]["sqnr_db"]
     by_pairs, by_wall, by_cpu = {}, {}, {}
@@ -252,8 +259,13 @@ def compare(rows: dict[str, Any]) -> dict[str, Any]:
         row["bits_at_default_sqnr"] = (
             row["bits_per_weight"] + (reference - row["sqnr_db"]) / DB_PER_BIT
         )
-        row["decode_paired_x_gguf_q4_0"] = paired_ratio(peer["decode"], row["decode"])
-        if row["decode_paired_x_gguf_q4_0"] >= 1:
+        ratios = paired_ratios(rows, tool)
+        row["decode_paired_x_gguf_q4_0"] = statistics.median(ratios)
+        for earlier in pooled:
+            ratios += paired_ratios({_setting(t): r for t, r in earlier.items()}, _setting(tool))
+        row["decode_pooled_x_gguf_q4_0"] = statistics.median(ratios)
+        row["decode_pooled_rounds"] = len(ratios)
+        if row["decode_pooled_x_gguf_q4_0"] >= 1:
             by_pairs[tool] = row["bits_at_default_sqnr"]
         if row["decode"]["best_s"] <= peer["decode"]["best_s"]:
             by_wall[tool] = row["bits_at_default_sqnr"]
@@ -270,6 +282,17 @@ def compare(rows: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def choose(document: dict[str, Any], pool: list[Path]) -> None:
+    """The verdict of ``document``, with the paired rounds of the earlier runs in ``pool``."""
+    earlier = [json.loads(path.read_text()) for path in pool]
+    document["pooled_with"] = [
+        {"file": str(path), "date": e["date"], "commit": e["commit"]}
+        for path, e in zip(pool, earlier, strict=True)
+    ]
+    pooled = [e["result"]["rows"] for e in earlier]
+    document["choice"] = compare(document["result"]["rows"], pooled)
+
+
 def _ratio(row: dict[str, Any], key: str) -> str:
     return f"{row[key]:.2f}" if key in row else "–"
 
@@ -281,7 +304,8 @@ def render(document: dict[str, Any]) -> str:
         "# Whole process, file to file: udnc's settings against gguf-py Q4_0"
         + (" and NNCodec" if any(t.startswith("NNCodec") for t in rows) else ""),
         "",
-        f"- command: `{document['command']}`",
+        f"- command: `{document['command']}`"
+        + (f"; verdict: `{document['verdict_command']}`" if "verdict_command" in document else ""),
         f"- date: {document['date']}; {document['machine']}; commit {document['commit']}",
         f"- load average at start {document['load_start']}, at end {document['load_end']} "
         f"(shared machine); {document['seconds']:.0f} s in all",
@@ -318,13 +342,19 @@ def render(document: dict[str, Any]) -> str:
         )
     peer = rows[PEER]["decode"]
     udnc = [t for t in rows if t.startswith("udnc")]
+    pooled_text = ""
+    if document.get("pooled_with"):
+        rounds = rows[udnc[0]].get("decode_pooled_rounds")
+        earlier = ", ".join(f"{p['file']} ({p['date']})" for p in document["pooled_with"])
+        pooled = ", ".join(f"{t} {rows[t]['decode_pooled_x_gguf_q4_0']:.3f}" for t in udnc)
+        pooled_text = f" over {rounds} rounds, this run's and those of {earlier}: {pooled}"
     fastest = min(udnc, key=lambda t: rows[t]["decode"]["best_s"])
     fewest = min(udnc, key=lambda t: rows[t]["bits_at_default_sqnr"])
     lines += [
         "",
         "fewest bits at equal SQNR among the settings that decode at least as fast as gguf-py "
         f"Q4_0 whole process: **{choice.get('chosen_by_pairs') or 'none'}** (median of the "
-        "paired ratios; qualifying, fewest bits first: "
+        f"paired ratios{pooled_text}; qualifying, fewest bits first: "
         f"{', '.join(choice.get('qualifying_by_pairs', [])) or 'none'}). By the best wall "
         f"times: {choice['chosen_by_wall'] or 'none'} (qualifying: "
         f"{', '.join(choice['qualifying_by_wall']) or 'none'}). By the "
@@ -368,10 +398,25 @@ def main(argv: list[str] | None = None) -> int:
         "--decode-repeat", type=int, default=30, help="rounds of the paired decodes, in all"
     )
     parser.add_argument("--out", type=Path, help="where whole_process.json and .md go")
-    parser.add_argument("--render", type=Path, help="only print the .md of a saved .json")
+    parser.add_argument(
+        "--pool",
+        type=Path,
+        action="append",
+        default=[],
+        help="an earlier run's .json whose paired rounds join this run's in the verdict",
+    )
+    parser.add_argument(
+        "--render", type=Path, help="no run: the verdict and the .md of a saved .json again"
+    )
     args = parser.parse_args(argv)
     if args.render:
-        print(render(json.loads(args.render.read_text())), end="")
+        document = json.loads(args.render.read_text())
+        if args.pool:
+            document["verdict_command"] = " ".join(
+                ["python bench/speed/whole_process.py", *(argv or sys.argv[1:])]
+            )
+        choose(document, args.pool)
+        publish(args.out, "whole_process", document, render(document))
         return 0
     started = time.perf_counter()
     document: dict[str, Any] = {
@@ -390,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         document["result"] = measure(
             minilm_path(), Path(work), args.repeat, document["decode_repeat"]
         )
-    document["choice"] = compare(document["result"]["rows"])
+    choose(document, args.pool)
     document["load_end"] = load_average()
     document["seconds"] = time.perf_counter() - started
     publish(args.out, "whole_process", document, render(document))
