@@ -401,7 +401,7 @@ def conclusions(results: list[RunResult]) -> list[str]:
         best = max(accurate, key=lambda r: r.ratio)
         verdict = "meets" if meets_targets(best) else "so no swept setting meets"
         lines.append(
-            f"Best ratio with min cosine >= {TARGET_MIN_COS}: {best.ratio:.2f} "
+            f"Best swept ratio with min cosine >= {TARGET_MIN_COS}: {best.ratio:.2f} "
             f"(`{best.compress_command}`), {verdict} both targets."
         )
     for lattice in SWEEP_LATTICES:
