@@ -316,8 +316,8 @@ class QuantizedModel(nn.Module):
             # vectors to train, and no codebook mode to store trained ones in.
             raise InvalidInputError(
                 f"tensor {name!r}: fine-tuning needs a lattice with codebook mode, not "
-                f"{q.lattice.name} (the default, trellis-coded): quantize with another, e.g. "
-                "lattice='Z1' or 'E8' (udnc compress --lattice Z1)"
+                f"{q.lattice.name} (trellis-coded, like the default): quantize with another, "
+                "e.g. lattice='Z1' or 'E8' (udnc compress --lattice Z1)"
             )
         q = by_frequency(point_codebook(q, name))
         assert q.codebook is not None and q.indices is not None

@@ -65,6 +65,43 @@ def best(action: Callable[[], object], repeat: int) -> tuple[float, float, objec
     return wall, cpu, result
 
 
+def memory_bandwidth(repeat: int) -> float:
+    """MB/s of one numpy copy of 1 GiB, best of ``repeat`` (the scale a decode, which writes
+    its output once, is compared with)."""
+    source = np.ones(1 << 27)  # 1 GiB of float64
+    target = np.empty_like(source)
+    wall, _, _ = best(lambda: np.copyto(target, source), repeat)
+    return source.nbytes / wall / 1e6
+
+
+def profile_rows(weights: dict[str, np.ndarray], top: int = 8) -> dict[str, list[dict]]:
+    """What remains: cProfile of one default decode and encode on one thread, the functions of
+    largest own time (the native kernels show as single built-in calls)."""
+    import cProfile
+    import pstats
+
+    default = udnc_format.save(weights)
+    found = {}
+    for work, action in (
+        ("decode", lambda: udnc_format.load(default, threads=1)),
+        ("encode", lambda: udnc_format.save(weights, threads=1)),
+    ):
+        profiler = cProfile.Profile()
+        profiler.runcall(action)
+        stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+        total = sum(entry[2] for entry in stats.values())
+        rows = sorted(stats.items(), key=lambda item: -item[1][2])[:top]
+        found[work] = [
+            {
+                "function": f"{Path(file).name}:{line}({name})" if line else name,
+                "seconds": entry[2],
+                "share": entry[2] / total,
+            }
+            for (file, line, name), entry in rows
+        ]
+    return found
+
+
 def chunks_of(data: bytes) -> list[tuple[Any, bytes, bytes, int, int, int]]:
     """(params, stored, decoded bytes, first vector, vectors, values) of every symbol chunk."""
     found = []
@@ -246,15 +283,18 @@ def render(results: dict) -> str:
         "Whole decodes and encodes through the API (`load` / `save`, tensors in memory): wall "
         "MB/s, and MB per CPU-second (all threads).",
         "",
-        "| work | threads | numpy MB/s | native MB/s | numpy MB/CPU-s | native MB/CPU-s |",
-        "|---|---|---|---|---|---|",
+        "| work | threads | numpy MB/s | native MB/s | numpy MB/CPU-s | native MB/CPU-s "
+        "| native / memory bandwidth |",
+        "|---|---|---|---|---|---|---|",
     ]
+    bandwidth = results.get("memory_bandwidth_mb_s")
     for row in results["whole"]:
         numpy_ = [row[k] for k in ("numpy_mb_s", "numpy_mb_per_cpu_s")]
         wall, cpu = ("–" if v is None else f"{v:.0f}" for v in numpy_)
+        share = f"{row['native_mb_s'] / bandwidth:.3f}" if bandwidth else "–"
         lines.append(
             f"| {row['work']} | {row['threads']} | {wall} | {row['native_mb_s']:.0f} | {cpu} | "
-            f"{row['native_mb_per_cpu_s']:.0f} |"
+            f"{row['native_mb_per_cpu_s']:.0f} | {share} |"
         )
     lines += [
         "",
@@ -266,6 +306,21 @@ def render(results: dict) -> str:
         "zstd and the numpy code around the kernels (quantizer.py's targets, error measure). "
         "The numpy path's TCQ256 encode (about 0.6 MB/s) is not run.",
     ]
+    if bandwidth:
+        lines += [
+            "",
+            f"Memory bandwidth in the same run: {bandwidth:,.0f} MB/s (one numpy copy of 1 GiB, "
+            "best of 3); the last column divides the native wall MB/s by it.",
+        ]
+    for work, rows in results.get("profile", {}).items():
+        lines += [
+            "",
+            f"What remains of a default {work} (native path, one thread, cProfile own time):",
+            "",
+            "| function | s | share |",
+            "|---|---:|---:|",
+        ]
+        lines += [f"| `{r['function']}` | {r['seconds']:.3f} | {r['share']:.0%} |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -291,6 +346,9 @@ def main() -> None:
     }
     results["kernels"] = kernel_rows(weights, args.repeat)
     results["whole"] = whole_rows(weights, args.repeat)
+    results["memory_bandwidth_mb_s"] = memory_bandwidth(3)
+    with kernels.using(True):
+        results["profile"] = profile_rows(weights)
     results["load_after"] = [round(x, 2) for x in os.getloadavg()]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "kernels.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
