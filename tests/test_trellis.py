@@ -24,6 +24,7 @@ from udnc_conformance.surgery import edit_body
 
 import udnc_format
 from udnc_format.cli import main
+from udnc_format.codec import encoder
 from udnc_format.codec.encoder import SQNR_TOLERANCE_DB, EncodeOptions, encode_quantized
 from udnc_format.codec.quantizer import quantize
 from udnc_format.coding.lattices import get_lattice
@@ -495,3 +496,33 @@ def test_quantizer_blocks_must_start_segments() -> None:
     with pytest.raises(udnc_format.InvalidInputError, match="multiple of the trellis segment"):
         quantize(values, lattice=Lattice.TCQ4, block_vectors=1000, **common)
     assert quantize(values, lattice=Lattice.TCQ4, block_vectors=4096, **common).vectors == 5000
+
+
+@pytest.mark.parametrize("name", sorted(SPEC_TRELLIS))
+def test_error_moment_follows_its_table_and_stays_in_its_range(name: str) -> None:
+    codec = get_lattice(Lattice[name])
+    (low, first), *_, (high, last) = codec.error_moments
+    assert codec.error_moment(low - 10) == first and codec.error_moment(high + 10) == last
+    middle = [codec.error_moment(t) for t in np.linspace(low, high, 23)]
+    assert middle == sorted(middle)  # more error per Δ² at higher rates, as measured
+    assert get_lattice(Lattice.E8).error_moment(30.0) == get_lattice(Lattice.E8).second_moment
+
+
+@pytest.mark.parametrize("name", ["TCQ64", "TCQ256"])
+@pytest.mark.parametrize("target", [34.0, 42.0])
+def test_an_sqnr_target_is_met_by_the_first_search(
+    monkeypatch: pytest.MonkeyPatch, name: str, target: float
+) -> None:
+    """On weights of neither fitted distribution (Student-t, 3 degrees of freedom), the step
+    the table predicts lands within the tolerance at once: the encoder searches once."""
+    weights = np.random.default_rng(8).standard_t(3, size=(16, SEGMENT))
+    steps: list[float] = []
+
+    def counted(values: np.ndarray, **options: object) -> QuantizedTensor:
+        steps.append(float(options["step"]))  # type: ignore[arg-type]
+        return quantize(values, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(encoder, "quantize", counted)
+    data = udnc_format.save({"w": weights}, lattice=name, sqnr=target, sqnr_offsets=())
+    assert len(steps) == 1
+    assert abs(sqnr(weights, udnc_format.load(data)["w"]) - target) <= SQNR_TOLERANCE_DB

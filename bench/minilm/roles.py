@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import os
-import platform
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +38,7 @@ sys.path.insert(0, str(HERE.parent / "accuracy"))
 sys.path.insert(0, str(HERE.parent))
 import roundtrip  # noqa: E402
 import sentences  # noqa: E402
-from report import publish  # noqa: E402
+from report import publish, run_record  # noqa: E402
 
 os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
@@ -180,14 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lattice", action="append", help="default: TCQ256 and Z1")
     parser.add_argument("--out", type=Path, help="where roles.json and roles.md go")
     args = parser.parse_args(argv)
-    document: dict[str, Any] = {
-        "command": " ".join(["python bench/minilm/roles.py", *(argv or sys.argv[1:])]),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, numpy {np.__version__}",
-        "load_start": [round(x, 2) for x in os.getloadavg()],
-        "lattices": {},
-    }
+    document: dict[str, Any] = {**run_record("bench/minilm/roles.py", argv), "lattices": {}}
     started = time.perf_counter()
     for lattice in args.lattice or ["TCQ256", "Z1"]:
         document["lattices"][lattice] = measure(lattice)

@@ -67,10 +67,10 @@ def largest_magnitude(values: np.ndarray) -> float:
 def step_for_sqnr(
     energy: float, count: int, unit: float, sqnr_db: float, codec: LatticeCodec
 ) -> float:
-    """Δ such that the dithered quantizer's expected error, G·Δ² per weight, is ``sqnr_db``
-    below the mean square of the weights, ``unit² · energy / count``."""
+    """Δ such that the quantizer's expected error, G·Δ² per weight (``codec.error_moment``),
+    is ``sqnr_db`` below the mean square of the weights, ``unit² · energy / count``."""
     rms = unit * math.sqrt(energy / count)
-    return rms * 10.0 ** (-sqnr_db / 20.0) / math.sqrt(codec.second_moment)
+    return rms * 10.0 ** (-sqnr_db / 20.0) / math.sqrt(codec.error_moment(sqnr_db))
 
 
 def quantize(

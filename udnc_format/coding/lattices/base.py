@@ -67,6 +67,11 @@ class LatticeCodec:
         """Dither u = c·G for centred uniforms c of shape (m, n); exact for dyadic generators."""
         return centred @ self.generator
 
+    def error_moment(self, sqnr_db: float) -> float:
+        """The error per weight over Δ² that rate control expects at an SQNR target: G(Λ),
+        which the dithered quantizer meets at any rate."""
+        return self.second_moment
+
     def whole_segments(self, vectors: int) -> int:
         """``vectors`` rounded down to whole segments, at least one: the vectors of a chunk, or
         of an encoder's block, that starts a segment (spec §6.8)."""

@@ -197,6 +197,9 @@ class TrellisLattice(LatticeCodec):
 
     generator = np.eye(1)
     trellis: ClassVar[Trellis]
+    # (SQNR dB, error per Δ²) by target, increasing: the search weighs error against rate, so
+    # its error per Δ² moves with the rate (bench/rd/trellis_moments.md); empty: the constant.
+    error_moments: ClassVar[tuple[tuple[float, float], ...]] = ()
     is_trellis = True
     segment = TRELLIS_SEGMENT
     has_codebook_mode = False
@@ -207,8 +210,16 @@ class TrellisLattice(LatticeCodec):
     def points(self, cosets: np.ndarray | None, symbols: np.ndarray) -> np.ndarray:
         return self.trellis.levels(symbols).astype(np.float64).reshape(-1, 1)
 
+    def error_moment(self, sqnr_db: float) -> float:
+        """The table's moment at ``sqnr_db``, linear in dB between its rows, its end rows
+        beyond them."""
+        if not self.error_moments:
+            return self.second_moment
+        targets, moments = zip(*self.error_moments, strict=True)
+        return float(np.interp(sqnr_db, targets, moments))
 
-def _trellis(lattice: Lattice, second_moment: float) -> None:
+
+def _trellis(lattice: Lattice, second_moment: float, moments: tuple[float, ...]) -> None:
     delays = TRELLIS_DELAYS[lattice]
     memory = lattice - TRELLIS_LATTICE_BASE
     type(
@@ -218,17 +229,25 @@ def _trellis(lattice: Lattice, second_moment: float) -> None:
             "lattice": lattice,
             "trellis": Trellis(memory, delays),
             "second_moment": second_moment,
+            "error_moments": tuple(zip(ERROR_MOMENT_TARGETS_DB, moments, strict=True)),
         },
     )
 
 
 # Not G(Λ): the mean squared error per weight of the reference encoder's search without
 # dither, in units of the scale², on Laplace data at about 5 bits/weight (0.22 to 0.26 from 4
-# to 7 bits): the model step_for_sqnr starts from.
-for _lattice, _moment in (
-    (Lattice.TCQ4, 0.251),
-    (Lattice.TCQ16, 0.240),
-    (Lattice.TCQ64, 0.234),
-    (Lattice.TCQ256, 0.230),
-):
-    _trellis(_lattice, _moment)
+# to 7 bits). For rate control, the dithered search's error per Δ² at each SQNR target, fitted
+# on synthetic Gaussian and Student-t(4) weights and checked on MiniLM's matrices
+# (bench/rd/trellis_moments.md): with it an SQNR target is met at the first search.
+ERROR_MOMENT_TARGETS_DB = (12.0, 16.0, 20.0, 24.0, 28.0, 32.0, 36.0, 40.0, 44.0, 48.0, 52.0)
+for _lattice, _moment, _moments in (
+    (Lattice.TCQ4, 0.251, (0.2131, 0.2277, 0.2399, 0.2484, 0.2545, 0.2582, 0.2608, 0.2624,
+                          0.2633, 0.2637, 0.2641)),
+    (Lattice.TCQ16, 0.240, (0.1982, 0.2148, 0.2285, 0.2379, 0.2444, 0.2485, 0.2511, 0.2529,
+                           0.2541, 0.2550, 0.2553)),
+    (Lattice.TCQ64, 0.234, (0.1914, 0.2082, 0.2214, 0.2313, 0.2376, 0.2422, 0.2445, 0.2466,
+                           0.2479, 0.2487, 0.2491)),
+    (Lattice.TCQ256, 0.230, (0.1863, 0.2030, 0.2165, 0.2263, 0.2328, 0.2375, 0.2405, 0.2424,
+                            0.2438, 0.2444, 0.2448)),
+):  # fmt: skip
+    _trellis(_lattice, _moment, _moments)
