@@ -6,7 +6,9 @@ lattice points; the paper fine-tunes these *shared quantized vectors* (the codew
 average gradient of the loss over the weights mapped to each, the dither staying fixed.
 :class:`QuantizedModel` wraps a model so that an ordinary training loop does exactly that::
 
-    qm = QuantizedModel(model, "m.udnc", train_unquantized=True)  # or lattice="Z1", sqnr=4
+    # m.udnc of a lattice with shared vectors (udnc compress --lattice Z1, not the default
+    # trellis); or no file and lattice="Z1", sqnr=4
+    qm = QuantizedModel(model, "m.udnc", train_unquantized=True)
     optimizer = torch.optim.Adam(qm.parameters(), lr=3e-3)  # the codewords and the biases
     for x, y in loader:
         optimizer.zero_grad()
