@@ -29,7 +29,7 @@ from udnc_format.codec.encoder import (
     dither_stream_for,
     sqnr_db,
 )
-from udnc_format.codec.quantizer import sum_of_squares
+from udnc_format.codec.quantizer import step_for_sqnr, sum_of_squares
 from udnc_format.coding.lattices import get_lattice
 from udnc_format.format.constants import TRELLIS_DELAYS, Dtype, Lattice
 
@@ -55,8 +55,7 @@ def achieved(lattice: Lattice, values: np.ndarray, target: float, moment: float)
     options = EncodeOptions(lattice=lattice)
     unit = float(np.max(np.abs(values)))
     energy = sum_of_squares(values, unit)
-    rms = unit * np.sqrt(energy / values.size)
-    step = float(rms * 10.0 ** (-target / 20.0) / np.sqrt(moment))
+    step = step_for_sqnr(energy, values.size, unit, target, get_lattice(lattice), moment)
     quantize = options.quantizer("w", Dtype.F32, values.shape, dither_stream_for("w"), unit)
     return sqnr_db(energy, quantize(values, step=step, mask=None).squared_error)
 
@@ -64,12 +63,13 @@ def achieved(lattice: Lattice, values: np.ndarray, target: float, moment: float)
 def fit(lattice: Lattice) -> list[tuple[float, float]]:
     """(target dB, moment) pairs: the mean over the synthetic sets of the moment that lands."""
     constant = get_lattice(lattice).second_moment
+    sets = synthetic().values()
     table = []
     for target in TARGETS_DB:
         # the error is 10^(−miss/10) times what the constant moment predicts
         moments = [
             constant * 10.0 ** ((target - achieved(lattice, values, target, constant)) / 10.0)
-            for values in synthetic().values()
+            for values in sets
         ]
         table.append((float(target), round(float(np.mean(moments)), 4)))
     return table

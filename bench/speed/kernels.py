@@ -29,12 +29,11 @@ from safetensors.numpy import load_file
 
 import udnc_format
 from udnc_format.codec import decoder
-from udnc_format.codec.encoder import EncodeOptions
 from udnc_format.codec.reader import UDNCFile
 from udnc_format.coding import coders, kernels
 from udnc_format.coding.lattices import get_lattice
 from udnc_format.coding.symbols import zigzag
-from udnc_format.format.constants import Dtype, Lattice, Prng
+from udnc_format.format.constants import DEFAULT_LATTICE, Dtype, Lattice, Prng
 
 HERE = Path(__file__).resolve().parent
 TCQ = {"lattice": "TCQ256", "dither": False, "coder": "rans"}
@@ -74,13 +73,14 @@ def memory_bandwidth(repeat: int) -> float:
     return source.nbytes / wall / 1e6
 
 
-def profile_rows(weights: dict[str, np.ndarray], top: int = 8) -> dict[str, list[dict]]:
-    """What remains: cProfile of one default decode and encode on one thread, the functions of
-    largest own time (the native kernels show as single built-in calls)."""
+def profile_rows(
+    weights: dict[str, np.ndarray], default: bytes, top: int = 8
+) -> dict[str, list[dict]]:
+    """What remains: cProfile of one decode of the default file and one default encode on one
+    thread, the functions of largest own time (the native kernels show as single calls)."""
     import cProfile
     import pstats
 
-    default = udnc_format.save(weights)
     found = {}
     for work, action in (
         ("decode", lambda: udnc_format.load(default, threads=1)),
@@ -226,12 +226,11 @@ def kernel_rows(weights: dict[str, np.ndarray], repeat: int) -> list[dict]:
     return found
 
 
-def whole_rows(weights: dict[str, np.ndarray], repeat: int) -> list[dict]:
+def whole_rows(weights: dict[str, np.ndarray], default: bytes, repeat: int) -> list[dict]:
     source = sum(v.nbytes for v in weights.values())
     found = []
-    default = udnc_format.save(weights)
     trellis_file = udnc_format.save(weights, **TCQ)
-    trellis_default = get_lattice(EncodeOptions().lattice).is_trellis
+    trellis_default = get_lattice(DEFAULT_LATTICE).is_trellis
     for label, action, times in (
         ("decode, defaults", lambda t: udnc_format.load(default, threads=t), repeat),
         ("decode, TCQ256 + rANS", lambda t: udnc_format.load(trellis_file, threads=t), repeat),
@@ -345,10 +344,11 @@ def main() -> None:
         "load_before": [round(x, 2) for x in os.getloadavg()],
     }
     results["kernels"] = kernel_rows(weights, args.repeat)
-    results["whole"] = whole_rows(weights, args.repeat)
+    default = udnc_format.save(weights)  # the defaults' file, decoded and profiled below
+    results["whole"] = whole_rows(weights, default, args.repeat)
     results["memory_bandwidth_mb_s"] = memory_bandwidth(3)
     with kernels.using(True):
-        results["profile"] = profile_rows(weights)
+        results["profile"] = profile_rows(weights, default)
     results["load_after"] = [round(x, 2) for x in os.getloadavg()]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "kernels.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -40,6 +40,7 @@ from safetensors.numpy import load_file as load_safetensors
 from safetensors.numpy import save_file as save_safetensors
 
 import udnc_format
+from udnc_format.format.constants import DEFAULT_LATTICE
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -405,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or ''}"
         f" Python {platform.python_version()}, numpy {np.__version__}".replace(",  ", ", "),
         "commit": git_commit(),
-        "lattice": udnc_format.EncodeOptions().lattice.name,  # the defaults measured
+        "lattice": DEFAULT_LATTICE.name,  # the defaults measured
         "load_before": [round(v, 2) for v in load_before],
         "load_after": [round(v, 2) for v in os.getloadavg()],
         "udnc": udnc,

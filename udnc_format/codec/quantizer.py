@@ -65,12 +65,20 @@ def largest_magnitude(values: np.ndarray) -> float:
 
 
 def step_for_sqnr(
-    energy: float, count: int, unit: float, sqnr_db: float, codec: LatticeCodec
+    energy: float,
+    count: int,
+    unit: float,
+    sqnr_db: float,
+    codec: LatticeCodec,
+    moment: float | None = None,
 ) -> float:
-    """Δ such that the quantizer's expected error, G·Δ² per weight (``codec.error_moment``),
-    is ``sqnr_db`` below the mean square of the weights, ``unit² · energy / count``."""
+    """Δ such that the quantizer's expected error, G·Δ² per weight, is ``sqnr_db`` below the
+    mean square of the weights, ``unit² · energy / count``; G is ``moment``, by default
+    ``codec.error_moment(sqnr_db)``."""
     rms = unit * math.sqrt(energy / count)
-    return rms * 10.0 ** (-sqnr_db / 20.0) / math.sqrt(codec.error_moment(sqnr_db))
+    if moment is None:
+        moment = codec.error_moment(sqnr_db)
+    return rms * 10.0 ** (-sqnr_db / 20.0) / math.sqrt(moment)
 
 
 def quantize(
